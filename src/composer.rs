@@ -1,0 +1,603 @@
+//! The composer f in pure Rust: rebuilds a word's vector from its D codes.
+//!
+//! This is the contract shared by the trainer (which learns these tensors on LibTorch) and every
+//! reader of a `.kdz` (which decodes with this code, without LibTorch). Tensor names are the same
+//! in the trainer, the `.kdz` file and the safetensors export.
+//!
+//! Every kind starts from `codebooks` `[D, K, d']`: `e_i = codebooks[i, c_i]` for the word's codes
+//! `c_0..c_{D-1}`. Then, with `s = Σ_i e_i`:
+//!
+//! | kind     | output `y` (width d)                                                      | tensors besides `codebooks` |
+//! |----------|---------------------------------------------------------------------------|-----------------------------|
+//! | `linear` | `W_out s + b_out`                                                         | `composer.out.weight [d, d']`, `composer.out.bias [d]` |
+//! | `mlp`    | `W_out s + b_out + W_ho tanh(W_h s + b_h)` (hidden layer as a residual)   | linear's, `composer.hidden.weight [h, d']`, `composer.hidden.bias [h]`, `composer.hidden_out.weight [d, h]` |
+//! | `lstm`   | `W_out Σ_t h_t + b_out`, `h_t` the LSTM state after reading `e_0..e_t`    | `composer.lstm.weight_ih [4h, d']`, `composer.lstm.weight_hh [4h, h]`, `composer.lstm.bias_ih [4h]`, `composer.lstm.bias_hh [4h]`, `composer.out.weight [d, h]`, `composer.out.bias [d]` |
+//! | `concat` | the first d values of `e_0 ‖ e_1 ‖ … ‖ e_{D-1}` (needs `D·d' ≥ d`)          | none |
+//!
+//! The LSTM follows PyTorch: gates in the order input, forget, cell, output; zero initial state.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+/// How the chosen code vectors become a word vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(clap::ValueEnum)]
+#[value(rename_all = "lowercase")]
+pub enum ComposerKind {
+    /// Sum of code vectors, then a linear map.
+    Linear,
+    /// Linear, plus one tanh hidden layer added as a residual.
+    Mlp,
+    /// An LSTM over the code vectors, outputs summed, then a linear map.
+    Lstm,
+    /// Concatenation of the code vectors (product quantization layout).
+    Concat,
+}
+
+impl ComposerKind {
+    /// The name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComposerKind::Linear => "linear",
+            ComposerKind::Mlp => "mlp",
+            ComposerKind::Lstm => "lstm",
+            ComposerKind::Concat => "concat",
+        }
+    }
+
+    /// Parses [`ComposerKind::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Linear, Self::Mlp, Self::Lstm, Self::Concat]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// The sizes that fix every tensor's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ComposerConfig {
+    /// Composer kind.
+    pub kind: ComposerKind,
+    /// Code dimensions per word (D).
+    pub num_codebooks: usize,
+    /// Codes per dimension (K).
+    pub num_codes: usize,
+    /// Width of a code vector (d').
+    pub code_dim: usize,
+    /// Hidden width h (mlp and lstm; ignored otherwise).
+    pub hidden: usize,
+    /// Width of the rebuilt vector (d).
+    pub out_dim: usize,
+}
+
+/// A dense f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor; `None` if the data length disagrees with the shape.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Option<Self> {
+        let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b))?;
+        (n == data.len()).then_some(Tensor { shape, data })
+    }
+}
+
+/// Weights that do not fit the configuration.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ComposerError {
+    /// A tensor the kind needs is absent.
+    #[error("composer tensor {name:?} is missing")]
+    Missing {
+        /// Tensor name.
+        name: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("composer tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// Tensor name.
+        name: String,
+        /// Shape found.
+        found: Vec<usize>,
+        /// Shape the configuration implies.
+        expected: Vec<usize>,
+    },
+    /// A size is zero or too large, or concat cannot cover the output.
+    #[error("invalid composer sizes: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor is not among those the kind uses.
+    #[error("composer tensor {name:?} is not used by the {kind} composer")]
+    Unexpected {
+        /// Tensor name.
+        name: String,
+        /// Composer kind.
+        kind: &'static str,
+    },
+}
+
+/// Name of the code vector table.
+pub const CODEBOOKS: &str = "codebooks";
+/// Output map weight.
+pub const OUT_WEIGHT: &str = "composer.out.weight";
+/// Output map bias.
+pub const OUT_BIAS: &str = "composer.out.bias";
+/// Hidden layer weight (mlp).
+pub const HIDDEN_WEIGHT: &str = "composer.hidden.weight";
+/// Hidden layer bias (mlp).
+pub const HIDDEN_BIAS: &str = "composer.hidden.bias";
+/// Hidden-to-output weight (mlp).
+pub const HIDDEN_OUT_WEIGHT: &str = "composer.hidden_out.weight";
+/// LSTM input weights.
+pub const LSTM_WEIGHT_IH: &str = "composer.lstm.weight_ih";
+/// LSTM recurrent weights.
+pub const LSTM_WEIGHT_HH: &str = "composer.lstm.weight_hh";
+/// LSTM input bias.
+pub const LSTM_BIAS_IH: &str = "composer.lstm.bias_ih";
+/// LSTM recurrent bias.
+pub const LSTM_BIAS_HH: &str = "composer.lstm.bias_hh";
+
+/// Beyond this many floats a per-code lookup table is not worth its memory.
+const TABLE_LIMIT: usize = 1 << 24;
+
+/// A validated composer, ready to decode.
+#[derive(Debug, Clone)]
+pub struct Composer {
+    config: ComposerConfig,
+    tensors: BTreeMap<String, Tensor>,
+    /// For linear and mlp: `W_out e + b_out/D` per (i, k), `[D*K, d]`, so a linear decode is D adds.
+    /// For lstm: `W_ih e + b_ih + b_hh` per (i, k), `[D*K, 4h]`.
+    table: Option<Vec<f32>>,
+}
+
+impl Composer {
+    /// The tensors each kind needs, with their shapes.
+    pub fn expected_shapes(c: &ComposerConfig) -> Vec<(&'static str, Vec<usize>)> {
+        let (dd, k, e, h, d) = (
+            c.num_codebooks,
+            c.num_codes,
+            c.code_dim,
+            c.hidden,
+            c.out_dim,
+        );
+        let mut v = vec![(CODEBOOKS, vec![dd, k, e])];
+        match c.kind {
+            ComposerKind::Linear => {
+                v.push((OUT_WEIGHT, vec![d, e]));
+                v.push((OUT_BIAS, vec![d]));
+            }
+            ComposerKind::Mlp => {
+                v.push((OUT_WEIGHT, vec![d, e]));
+                v.push((OUT_BIAS, vec![d]));
+                v.push((HIDDEN_WEIGHT, vec![h, e]));
+                v.push((HIDDEN_BIAS, vec![h]));
+                v.push((HIDDEN_OUT_WEIGHT, vec![d, h]));
+            }
+            ComposerKind::Lstm => {
+                v.push((LSTM_WEIGHT_IH, vec![4 * h, e]));
+                v.push((LSTM_WEIGHT_HH, vec![4 * h, h]));
+                v.push((LSTM_BIAS_IH, vec![4 * h]));
+                v.push((LSTM_BIAS_HH, vec![4 * h]));
+                v.push((OUT_WEIGHT, vec![d, h]));
+                v.push((OUT_BIAS, vec![d]));
+            }
+            ComposerKind::Concat => {}
+        }
+        v
+    }
+
+    /// Checks the configuration and that `tensors` holds exactly the right shapes.
+    pub fn new(
+        config: ComposerConfig,
+        tensors: BTreeMap<String, Tensor>,
+    ) -> Result<Self, ComposerError> {
+        let c = config;
+        let bad = |reason: &str| {
+            Err(ComposerError::Config {
+                reason: reason.to_string(),
+            })
+        };
+        if c.num_codebooks == 0 || c.num_codes == 0 || c.code_dim == 0 || c.out_dim == 0 {
+            return bad("D, K, d' and d must all be positive");
+        }
+        if matches!(c.kind, ComposerKind::Mlp | ComposerKind::Lstm) && c.hidden == 0 {
+            return bad("the hidden width must be positive for mlp and lstm");
+        }
+        if c.kind == ComposerKind::Concat
+            && c.num_codebooks
+                .checked_mul(c.code_dim)
+                .is_none_or(|w| w < c.out_dim)
+        {
+            return bad("concat needs D * d' >= d");
+        }
+        let expected = Self::expected_shapes(&c);
+        for (name, shape) in &expected {
+            let t = tensors.get(*name).ok_or_else(|| ComposerError::Missing {
+                name: name.to_string(),
+            })?;
+            if &t.shape != shape {
+                return Err(ComposerError::Shape {
+                    name: name.to_string(),
+                    found: t.shape.clone(),
+                    expected: shape.clone(),
+                });
+            }
+        }
+        if let Some(extra) = tensors
+            .keys()
+            .find(|n| !expected.iter().any(|(e, _)| e == n))
+        {
+            return Err(ComposerError::Unexpected {
+                name: extra.clone(),
+                kind: c.kind.name(),
+            });
+        }
+        let mut composer = Composer {
+            config,
+            tensors,
+            table: None,
+        };
+        composer.table = composer.build_table();
+        Ok(composer)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ComposerConfig {
+        &self.config
+    }
+
+    /// All tensors by name.
+    pub fn tensors(&self) -> &BTreeMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// One tensor's values. Only called with names `new` has checked.
+    fn t(&self, name: &str) -> &[f32] {
+        &self.tensors[name].data
+    }
+
+    /// Number of f32 parameters.
+    pub fn num_params(&self) -> usize {
+        self.tensors.values().map(|t| t.data.len()).sum()
+    }
+
+    fn build_table(&self) -> Option<Vec<f32>> {
+        let c = &self.config;
+        let rows = c.num_codebooks * c.num_codes;
+        let e = c.code_dim;
+        let cb = self.t(CODEBOOKS);
+        match c.kind {
+            ComposerKind::Linear | ComposerKind::Mlp => {
+                let d = c.out_dim;
+                if rows.checked_mul(d)? > TABLE_LIMIT {
+                    return None;
+                }
+                let w = self.t(OUT_WEIGHT);
+                let b = self.t(OUT_BIAS);
+                let share = 1.0 / c.num_codebooks as f32;
+                let mut table = vec![0f32; rows * d];
+                table.par_chunks_mut(d).enumerate().for_each(|(r, out)| {
+                    matvec(w, &cb[r * e..(r + 1) * e], out);
+                    for (o, bi) in out.iter_mut().zip(b) {
+                        *o += bi * share;
+                    }
+                });
+                Some(table)
+            }
+            ComposerKind::Lstm => {
+                let g = 4 * c.hidden;
+                if rows.checked_mul(g)? > TABLE_LIMIT {
+                    return None;
+                }
+                let w = self.t(LSTM_WEIGHT_IH);
+                let (bi, bh) = (self.t(LSTM_BIAS_IH), self.t(LSTM_BIAS_HH));
+                let mut table = vec![0f32; rows * g];
+                table.par_chunks_mut(g).enumerate().for_each(|(r, out)| {
+                    matvec(w, &cb[r * e..(r + 1) * e], out);
+                    for ((o, x), y) in out.iter_mut().zip(bi).zip(bh) {
+                        *o += x + y;
+                    }
+                });
+                Some(table)
+            }
+            ComposerKind::Concat => None,
+        }
+    }
+
+    /// Scratch space one call of [`Composer::decode_with`] needs.
+    pub fn scratch_len(&self) -> usize {
+        let c = &self.config;
+        match c.kind {
+            ComposerKind::Linear => c.code_dim,
+            ComposerKind::Mlp => c.code_dim + c.hidden,
+            ComposerKind::Lstm => 8 * c.hidden + c.code_dim,
+            ComposerKind::Concat => 0,
+        }
+    }
+
+    /// Decodes one word's `codes` (D of them, each below K) into `out` (d wide).
+    ///
+    /// Panics if the lengths are wrong or a code is out of range; readers check codes on load.
+    pub fn decode(&self, codes: &[u16], out: &mut [f32]) {
+        let mut scratch = vec![0f32; self.scratch_len()];
+        self.decode_with(codes, out, &mut scratch);
+    }
+
+    /// [`Composer::decode`] with caller-provided scratch of [`Composer::scratch_len`] floats.
+    pub fn decode_with(&self, codes: &[u16], out: &mut [f32], scratch: &mut [f32]) {
+        let c = &self.config;
+        let (dd, k, e, d) = (c.num_codebooks, c.num_codes, c.code_dim, c.out_dim);
+        assert_eq!(codes.len(), dd, "expected {dd} codes");
+        assert_eq!(out.len(), d, "expected an output of width {d}");
+        let cb = self.t(CODEBOOKS);
+        let entry = |i: usize, code: u16| {
+            let r = i * k + code as usize;
+            &cb[r * e..(r + 1) * e]
+        };
+        match c.kind {
+            ComposerKind::Concat => {
+                let mut pos = 0;
+                for (i, &code) in codes.iter().enumerate() {
+                    let take = e.min(d - pos);
+                    out[pos..pos + take].copy_from_slice(&entry(i, code)[..take]);
+                    pos += take;
+                    if pos == d {
+                        break;
+                    }
+                }
+            }
+            ComposerKind::Linear | ComposerKind::Mlp => {
+                let (sum, rest) = scratch.split_at_mut(e);
+                sum.fill(0.0);
+                for (i, &code) in codes.iter().enumerate() {
+                    add(sum, entry(i, code));
+                }
+                match &self.table {
+                    Some(table) => {
+                        out.fill(0.0);
+                        for (i, &code) in codes.iter().enumerate() {
+                            let r = i * k + code as usize;
+                            add(out, &table[r * d..(r + 1) * d]);
+                        }
+                    }
+                    None => {
+                        matvec(self.t(OUT_WEIGHT), sum, out);
+                        add(out, self.t(OUT_BIAS));
+                    }
+                }
+                if c.kind == ComposerKind::Mlp {
+                    let hidden = &mut rest[..c.hidden];
+                    matvec(self.t(HIDDEN_WEIGHT), sum, hidden);
+                    for (x, b) in hidden.iter_mut().zip(self.t(HIDDEN_BIAS)) {
+                        *x = (*x + b).tanh();
+                    }
+                    matvec_add(self.t(HIDDEN_OUT_WEIGHT), hidden, out);
+                }
+            }
+            ComposerKind::Lstm => {
+                let h = c.hidden;
+                let (gates, rest) = scratch.split_at_mut(4 * h);
+                let (state, rest) = rest.split_at_mut(h);
+                let (cell, rest) = rest.split_at_mut(h);
+                let (acc, _) = rest.split_at_mut(h);
+                state.fill(0.0);
+                cell.fill(0.0);
+                acc.fill(0.0);
+                let whh = self.t(LSTM_WEIGHT_HH);
+                for (i, &code) in codes.iter().enumerate() {
+                    match &self.table {
+                        Some(table) => {
+                            let r = i * k + code as usize;
+                            gates.copy_from_slice(&table[r * 4 * h..(r + 1) * 4 * h]);
+                        }
+                        None => {
+                            matvec(self.t(LSTM_WEIGHT_IH), entry(i, code), gates);
+                            add(gates, self.t(LSTM_BIAS_IH));
+                            add(gates, self.t(LSTM_BIAS_HH));
+                        }
+                    }
+                    matvec_add(whh, state, gates);
+                    for j in 0..h {
+                        let ig = sigmoid(gates[j]);
+                        let fg = sigmoid(gates[h + j]);
+                        let gg = gates[2 * h + j].tanh();
+                        let og = sigmoid(gates[3 * h + j]);
+                        cell[j] = fg * cell[j] + ig * gg;
+                        state[j] = og * cell[j].tanh();
+                        acc[j] += state[j];
+                    }
+                }
+                matvec(self.t(OUT_WEIGHT), acc, out);
+                add(out, self.t(OUT_BIAS));
+            }
+        }
+    }
+
+    /// Decodes many words: `codes` holds `n * D` codes, `out` gets `n * d` floats. Runs on all cores.
+    pub fn decode_batch(&self, codes: &[u16], out: &mut [f32]) {
+        let (dd, d) = (self.config.num_codebooks, self.config.out_dim);
+        assert_eq!(
+            codes.len() / dd * d,
+            out.len(),
+            "output size disagrees with codes"
+        );
+        const CHUNK: usize = 1024;
+        out.par_chunks_mut(CHUNK * d)
+            .zip(codes.par_chunks(CHUNK * dd))
+            .for_each(|(o, c)| {
+                let mut scratch = vec![0f32; self.scratch_len()];
+                for (orow, crow) in o.chunks_exact_mut(d).zip(c.chunks_exact(dd)) {
+                    self.decode_with(crow, orow, &mut scratch);
+                }
+            });
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn add(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// `out = W x` for row-major `W` of shape `[out.len(), x.len()]`.
+fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    matvec_add(w, x, out);
+}
+
+/// `out += W x`.
+fn matvec_add(w: &[f32], x: &[f32], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+        *o += row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors(list: &[(&str, Vec<usize>, Vec<f32>)]) -> BTreeMap<String, Tensor> {
+        list.iter()
+            .map(|(n, s, d)| (n.to_string(), Tensor::new(s.clone(), d.clone()).unwrap()))
+            .collect()
+    }
+
+    fn cfg(kind: ComposerKind, hidden: usize, out_dim: usize) -> ComposerConfig {
+        ComposerConfig {
+            kind,
+            num_codebooks: 2,
+            num_codes: 2,
+            code_dim: 2,
+            hidden,
+            out_dim,
+        }
+    }
+
+    // codebooks[i][k] = [10i + k, -(10i + k)]
+    fn codebooks() -> (&'static str, Vec<usize>, Vec<f32>) {
+        (
+            CODEBOOKS,
+            vec![2, 2, 2],
+            vec![0., -0., 1., -1., 10., -10., 11., -11.],
+        )
+    }
+
+    #[test]
+    fn linear_by_hand() {
+        let t = tensors(&[
+            codebooks(),
+            (OUT_WEIGHT, vec![1, 2], vec![2.0, 1.0]),
+            (OUT_BIAS, vec![1], vec![0.5]),
+        ]);
+        let c = Composer::new(cfg(ComposerKind::Linear, 0, 1), t).unwrap();
+        let mut out = [0f32];
+        // codes (1, 0): s = [1 + 10, -1 - 10] = [11, -11]; y = 22 - 11 + 0.5
+        c.decode(&[1, 0], &mut out);
+        assert_eq!(out, [11.5]);
+    }
+
+    #[test]
+    fn mlp_adds_tanh_hidden_layer() {
+        let t = tensors(&[
+            codebooks(),
+            (OUT_WEIGHT, vec![1, 2], vec![0.0, 0.0]),
+            (OUT_BIAS, vec![1], vec![1.0]),
+            (HIDDEN_WEIGHT, vec![1, 2], vec![0.01, 0.0]),
+            (HIDDEN_BIAS, vec![1], vec![0.0]),
+            (HIDDEN_OUT_WEIGHT, vec![1, 1], vec![2.0]),
+        ]);
+        let c = Composer::new(cfg(ComposerKind::Mlp, 1, 1), t).unwrap();
+        let mut out = [0f32];
+        c.decode(&[1, 1], &mut out); // s = [12, -12]
+        assert!((out[0] - (1.0 + 2.0 * (0.12f32).tanh())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lstm_one_unit_by_hand() {
+        // h = 1; gates depend on the first component of e only.
+        let t = tensors(&[
+            codebooks(),
+            (
+                LSTM_WEIGHT_IH,
+                vec![4, 2],
+                vec![0.1, 0., 0.2, 0., 0.3, 0., 0.4, 0.],
+            ),
+            (LSTM_WEIGHT_HH, vec![4, 1], vec![0.5, 0.5, 0.5, 0.5]),
+            (LSTM_BIAS_IH, vec![4], vec![0.0; 4]),
+            (LSTM_BIAS_HH, vec![4], vec![0.0; 4]),
+            (OUT_WEIGHT, vec![1, 1], vec![1.0]),
+            (OUT_BIAS, vec![1], vec![0.0]),
+        ]);
+        let c = Composer::new(cfg(ComposerKind::Lstm, 1, 1), t).unwrap();
+        let s = |x: f32| 1.0 / (1.0 + (-x).exp());
+        let (mut h, mut cell, mut acc) = (0f32, 0f32, 0f32);
+        for x in [1.0f32, 10.0] {
+            let g = [
+                0.1 * x + 0.5 * h,
+                0.2 * x + 0.5 * h,
+                0.3 * x + 0.5 * h,
+                0.4 * x + 0.5 * h,
+            ];
+            cell = s(g[1]) * cell + s(g[0]) * g[2].tanh();
+            h = s(g[3]) * cell.tanh();
+            acc += h;
+        }
+        let mut out = [0f32];
+        c.decode(&[1, 0], &mut out);
+        assert!((out[0] - acc).abs() < 1e-6, "{} vs {acc}", out[0]);
+    }
+
+    #[test]
+    fn concat_truncates_to_out_dim() {
+        let t = tensors(&[codebooks()]);
+        let c = Composer::new(cfg(ComposerKind::Concat, 0, 3), t).unwrap();
+        let mut out = [0f32; 3];
+        c.decode(&[1, 1], &mut out);
+        assert_eq!(out, [1., -1., 11.]);
+    }
+
+    #[test]
+    fn shape_errors_name_the_tensor() {
+        let t = tensors(&[codebooks(), (OUT_WEIGHT, vec![2, 2], vec![0.0; 4])]);
+        let err = Composer::new(cfg(ComposerKind::Linear, 0, 1), t).unwrap_err();
+        assert!(err.to_string().contains("composer.out.weight"), "{err}");
+        let t = tensors(&[codebooks()]);
+        let err = Composer::new(cfg(ComposerKind::Linear, 0, 1), t).unwrap_err();
+        assert_eq!(
+            err,
+            ComposerError::Missing {
+                name: OUT_WEIGHT.into()
+            }
+        );
+    }
+
+    #[test]
+    fn batch_equals_single() {
+        let t = tensors(&[
+            codebooks(),
+            (OUT_WEIGHT, vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+            (OUT_BIAS, vec![2], vec![0.5, -0.5]),
+        ]);
+        let c = Composer::new(cfg(ComposerKind::Linear, 0, 2), t).unwrap();
+        let codes: Vec<u16> = (0..3000).map(|i| (i % 2) as u16).collect();
+        let mut batch = vec![0f32; 3000];
+        c.decode_batch(&codes, &mut batch);
+        for r in 0..1500 {
+            let mut one = [0f32; 2];
+            c.decode(&codes[2 * r..2 * r + 2], &mut one);
+            assert_eq!(&batch[2 * r..2 * r + 2], &one);
+        }
+    }
+}

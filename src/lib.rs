@@ -1,0 +1,16 @@
+//! # kdcompress
+//!
+//! Compresses pretrained word vectors (GloVe, word2vec, fastText) into KD codes: every word gets
+//! D discrete codes of K values each, and a small shared composer rebuilds its vector from them
+//! (Chen, Min & Sun, ICML 2018).
+//!
+//! Data flows one way: [`input`] reads a file into [`embeddings::Embeddings`]; the trainer
+//! (feature `train`, LibTorch) learns a [`compressed::Compressed`]; [`format`] writes and reads
+//! it as a `.kdz`; decoding, inspection and export need no LibTorch.
+#![deny(missing_docs)]
+
+pub mod codes;
+pub mod composer;
+pub mod compressed;
+pub mod embeddings;
+pub mod vocab;
