@@ -13,4 +13,5 @@ pub mod codes;
 pub mod composer;
 pub mod compressed;
 pub mod embeddings;
+pub mod input;
 pub mod vocab;
