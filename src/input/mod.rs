@@ -24,13 +24,13 @@
 
 mod binary;
 mod error;
+mod float;
 mod map;
+mod repeats;
 mod sniff;
 mod stream;
 mod text;
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::fs::File;
 use std::path::Path;
@@ -289,28 +289,16 @@ fn assemble(
         rows,
         ..
     } = parsed;
-    let mut repeats = Vec::new();
-    {
-        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(words.len());
-        for (row, word) in words.iter().enumerate() {
-            match seen.entry(word.as_str()) {
-                Entry::Vacant(e) => {
-                    e.insert(row);
-                }
-                Entry::Occupied(e) => match policy {
-                    DuplicatePolicy::Error => {
-                        return Err(InputError::Duplicate {
-                            path: ctx.path(),
-                            word: excerpt(word.as_bytes()),
-                            first: rows.locate(*e.get()),
-                            second: rows.locate(row),
-                        });
-                    }
-                    DuplicatePolicy::KeepFirst => repeats.push(row),
-                },
-            }
-        }
+    let repeats = repeats::repeated_rows(&words);
+    if let (DuplicatePolicy::Error, Some(&(second, first))) = (policy, repeats.first()) {
+        return Err(InputError::Duplicate {
+            path: ctx.path(),
+            word: excerpt(words[second].as_bytes()),
+            first: rows.locate(first),
+            second: rows.locate(second),
+        });
     }
+    let repeats: Vec<usize> = repeats.into_iter().map(|(row, _)| row).collect();
     if !repeats.is_empty() {
         drop_rows(&mut words, &mut matrix, dim, &repeats);
     }

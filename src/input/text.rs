@@ -13,11 +13,12 @@ use memchr::{memchr, memchr_iter};
 use rayon::prelude::*;
 
 use super::error::{Ctx, InputError, Location, escape_invalid_utf8, excerpt};
+use super::float::parse_f32_at;
 use super::map::{map_range, range_len, windows};
 use super::sniff::Layout;
 use super::{Parsed, ReadOptions, Rows};
 
-/// Separators inside a line. `\r` counts so that CRLF files and stray carriage returns parse.
+/// Blanks that may end a line or separate fields. `\r` counts so that CRLF files parse.
 #[inline]
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t' || b == b'\r'
@@ -130,71 +131,75 @@ fn parse_line(
     row: &mut [f32],
     lossy: bool,
 ) -> Result<usize, LineFault> {
-    let len = bytes.len();
-    let mut pos = start;
-    while pos < len && !is_space(bytes[pos]) {
-        pos += 1;
+    let (end, next) = match memchr(b'\n', &bytes[start..]) {
+        Some(i) => (start + i, start + i + 1),
+        None => (bytes.len(), bytes.len()),
+    };
+    let mut line = &bytes[start..end];
+    while let [rest @ .., last] = line
+        && is_blank(*last)
+    {
+        line = rest;
     }
-    let word_bytes = &bytes[start..pos];
-    if word_bytes.is_empty() {
-        let end = line_end(bytes, start);
-        return Err(if bytes[start..end].iter().all(|&b| is_blank(b)) {
+    let n = line.len();
+    let mut i = 0;
+    while i < n && !is_separator(line[i]) {
+        i += 1;
+    }
+    if i == 0 {
+        return Err(if n == 0 {
             LineFault::EmptyLine
         } else {
             LineFault::EmptyWord
         });
     }
+    let word_bytes = &line[..i];
     *word = decode_word(word_bytes, lossy).ok_or_else(|| LineFault::Utf8 {
         found: escape_invalid_utf8(word_bytes),
     })?;
-    for (i, slot) in row.iter_mut().enumerate() {
-        while pos < len && is_blank(bytes[pos]) {
-            pos += 1;
+    for (k, slot) in row.iter_mut().enumerate() {
+        while i < n && is_separator(line[i]) {
+            i += 1;
         }
-        if pos == len || bytes[pos] == b'\n' {
-            return Err(LineFault::Dimension { found: i });
+        if i == n {
+            return Err(LineFault::Dimension { found: k });
         }
-        match fast_float2::parse_partial::<f32, _>(&bytes[pos..]) {
-            Ok((value, used)) if bytes.get(pos + used).is_none_or(|&b| is_space(b)) => {
+        match parse_f32_at(line, i) {
+            Some((value, after)) if after == n || is_separator(line[after]) => {
                 if !value.is_finite() {
                     return Err(LineFault::NonFinite {
-                        index: i + 1,
+                        index: k + 1,
                         value,
                     });
                 }
                 *slot = value;
-                pos += used;
+                i = after;
             }
             _ => {
-                let mut end = pos;
-                while end < len && !is_space(bytes[end]) {
-                    end += 1;
-                }
+                let token_end = line[i..]
+                    .iter()
+                    .position(|&b| is_separator(b))
+                    .map_or(n, |p| i + p);
                 return Err(LineFault::Number {
-                    index: i + 1,
-                    found: excerpt(&bytes[pos..end]),
+                    index: k + 1,
+                    found: excerpt(&line[i..token_end]),
                 });
             }
         }
     }
-    while pos < len && is_blank(bytes[pos]) {
-        pos += 1;
+    // Trailing blanks are gone, so anything left is another value.
+    if i < n {
+        return Err(LineFault::Dimension {
+            found: row.len() + count_fields(&line[i..]),
+        });
     }
-    if pos == len {
-        return Ok(len);
-    }
-    if bytes[pos] == b'\n' {
-        return Ok(pos + 1);
-    }
-    let extra = count_fields(&bytes[pos..line_end(bytes, pos)]);
-    Err(LineFault::Dimension {
-        found: row.len() + extra,
-    })
+    Ok(next)
 }
 
-/// Index of the newline ending the line that contains `pos`, or the end of `bytes`.
-fn line_end(bytes: &[u8], pos: usize) -> usize {
-    memchr(b'\n', &bytes[pos..]).map_or(bytes.len(), |i| pos + i)
+/// What separates the word and the values: ASCII space and tab. (`\r` only ever ends a line.)
+#[inline]
+fn is_separator(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
 /// Number of blank-separated fields in one line.
@@ -461,10 +466,11 @@ pub(super) fn allocate(
     let cells = n.checked_mul(dim).ok_or_else(too_large)?;
     let mut matrix: Vec<f32> = Vec::new();
     matrix.try_reserve_exact(cells).map_err(|_| too_large())?;
-    matrix.resize(cells, 0.0);
+    // Filled on all cores: first touch of 80 MB is page faults and zeroing, not free.
+    matrix.par_extend(rayon::iter::repeat_n(0.0, cells));
     let mut words: Vec<String> = Vec::new();
     words.try_reserve_exact(n).map_err(|_| too_large())?;
-    words.resize(n, String::new());
+    words.par_extend(rayon::iter::repeat_n(String::new(), n));
     Ok((words, matrix))
 }
 
