@@ -356,9 +356,14 @@ impl Composer {
             }
             ComposerKind::Linear | ComposerKind::Mlp => {
                 let (sum, rest) = scratch.split_at_mut(e);
-                sum.fill(0.0);
-                for (i, &code) in codes.iter().enumerate() {
-                    add(sum, entry(i, code));
+                // With the table, linear needs no code vector sum at all: D row adds are the
+                // whole decode. mlp still needs the sum for its hidden layer.
+                let need_sum = self.table.is_none() || c.kind == ComposerKind::Mlp;
+                if need_sum {
+                    sum.fill(0.0);
+                    for (i, &code) in codes.iter().enumerate() {
+                        add(sum, entry(i, code));
+                    }
                 }
                 match &self.table {
                     Some(table) => {
@@ -460,8 +465,28 @@ fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
 /// `out += W x`.
 fn matvec_add(w: &[f32], x: &[f32], out: &mut [f32]) {
     for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-        *o += row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+        *o += dot(row, x);
     }
+}
+
+/// Dot product with eight independent partial sums: a single running sum is a dependency chain
+/// the compiler may not reorder, while eight lanes map onto SIMD registers.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -581,6 +606,19 @@ mod tests {
                 name: OUT_WEIGHT.into()
             }
         );
+    }
+
+    #[test]
+    fn dot_matches_a_plain_sum_at_every_length() {
+        for n in 0..40 {
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| 1.5 - i as f32 * 0.125).collect();
+            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!(
+                (dot(&a, &b) - plain).abs() <= 1e-4 * (1.0 + plain.abs()),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]
