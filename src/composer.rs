@@ -366,13 +366,7 @@ impl Composer {
                     }
                 }
                 match &self.table {
-                    Some(table) => {
-                        out.fill(0.0);
-                        for (i, &code) in codes.iter().enumerate() {
-                            let r = i * k + code as usize;
-                            add(out, &table[r * d..(r + 1) * d]);
-                        }
-                    }
+                    Some(table) => gather_sum(table, codes, k, out),
                     None => {
                         matvec(self.t(OUT_WEIGHT), sum, out);
                         add(out, self.t(OUT_BIAS));
@@ -443,6 +437,40 @@ impl Composer {
                     self.decode_with(crow, orow, &mut scratch);
                 }
             });
+    }
+}
+
+/// `out = Σ_i table[i*k + codes[i]]` over rows of `out.len()` floats.
+///
+/// The output is summed in blocks held in registers across all D rows, rather than loaded and
+/// stored once per row: the table rows are then the only memory traffic. Each output element is
+/// still summed in code order, so the result is the same as row-by-row adding.
+fn gather_sum(table: &[f32], codes: &[u16], k: usize, out: &mut [f32]) {
+    const BLOCK: usize = 16;
+    let d = out.len();
+    let row = |i: usize, code: u16| (i * k + code as usize) * d;
+    let mut start = 0;
+    while start + BLOCK <= d {
+        let mut acc = [0f32; BLOCK];
+        for (i, &code) in codes.iter().enumerate() {
+            let r = row(i, code) + start;
+            let src: &[f32; BLOCK] = table[r..r + BLOCK]
+                .try_into()
+                .expect("a slice of BLOCK floats");
+            for j in 0..BLOCK {
+                acc[j] += src[j];
+            }
+        }
+        out[start..start + BLOCK].copy_from_slice(&acc);
+        start += BLOCK;
+    }
+    if start < d {
+        let rest = &mut out[start..];
+        rest.fill(0.0);
+        for (i, &code) in codes.iter().enumerate() {
+            let r = row(i, code) + start;
+            add(rest, &table[r..r + (d - start)]);
+        }
     }
 }
 
