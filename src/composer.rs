@@ -636,6 +636,50 @@ mod tests {
         );
     }
 
+    /// Wide outputs go through the blocked table sum; check it against `W s + b` done by hand.
+    #[test]
+    fn wide_linear_matches_direct_math() {
+        let (dd, k, e, d) = (3, 4, 5, 37);
+        let val = |i: usize| ((i * 7919) % 101) as f32 / 50.0 - 1.0;
+        let t = tensors(&[
+            (
+                CODEBOOKS,
+                vec![dd, k, e],
+                (0..dd * k * e).map(val).collect(),
+            ),
+            (
+                OUT_WEIGHT,
+                vec![d, e],
+                (0..d * e).map(|i| val(i + 3)).collect(),
+            ),
+            (OUT_BIAS, vec![d], (0..d).map(|i| val(i + 11)).collect()),
+        ]);
+        let config = ComposerConfig {
+            kind: ComposerKind::Linear,
+            num_codebooks: dd,
+            num_codes: k,
+            code_dim: e,
+            hidden: 0,
+            out_dim: d,
+        };
+        let c = Composer::new(config, t.clone()).unwrap();
+        assert!(c.table.is_some());
+        let codes = [3u16, 0, 2];
+        let mut s = vec![0f32; e];
+        for (i, &code) in codes.iter().enumerate() {
+            for j in 0..e {
+                s[j] += t[CODEBOOKS].data[(i * k + code as usize) * e + j];
+            }
+        }
+        let mut out = vec![0f32; d];
+        c.decode(&codes, &mut out);
+        for r in 0..d {
+            let w = &t[OUT_WEIGHT].data[r * e..(r + 1) * e];
+            let y = w.iter().zip(&s).map(|(a, b)| a * b).sum::<f32>() + t[OUT_BIAS].data[r];
+            assert!((out[r] - y).abs() < 1e-4, "output {r}: {} vs {y}", out[r]);
+        }
+    }
+
     #[test]
     fn dot_matches_a_plain_sum_at_every_length() {
         for n in 0..40 {
