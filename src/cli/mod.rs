@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod compress;
+pub mod input_args;
 
 /// Compress pretrained word vectors into KD codes.
 #[derive(Debug, Parser)]
