@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod compress;
 pub mod info;
+pub mod input_args;
 
 /// Compress pretrained word vectors into KD codes.
 #[derive(Debug, Parser)]
