@@ -211,13 +211,12 @@ fn read_with_window(path: &Path, opts: &ReadOptions, window: u64) -> Result<Load
         } else {
             let layout = sniff::sniff(&head, head_len as u64 == len, opts.format, &plain)?;
             drop(head);
-            let parsed = match layout.format {
+            let (parsed, crc) = match layout.format {
                 Format::Word2vecBinary => binary::read_mapped(&file, len, &plain, &layout, opts)?,
                 Format::Glove | Format::Word2vecText => {
                     text::read_mapped(&file, len, &plain, &layout, opts, window)?
                 }
             };
-            let crc = parsed.crc.unwrap_or_default();
             (parsed, layout.format, None, len, crc)
         }
     } else {
@@ -253,8 +252,6 @@ pub(super) struct Parsed {
     matrix: Vec<f32>,
     dim: usize,
     rows: Rows,
-    /// The file's checksum, where the reader computed it on the way.
-    crc: Option<u32>,
 }
 
 /// How to name where a row came from.

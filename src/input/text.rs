@@ -335,7 +335,8 @@ enum ChunkError {
     Line { first_row: u64, error: LineError },
 }
 
-/// Reads a plain (uncompressed) text file of `len` bytes through memory maps of `window` bytes.
+/// Reads a plain (uncompressed) text file of `len` bytes through memory maps of `window` bytes;
+/// returns the rows and the file's CRC-32.
 pub(super) fn read_mapped(
     file: &File,
     len: u64,
@@ -343,7 +344,7 @@ pub(super) fn read_mapped(
     layout: &Layout,
     opts: &ReadOptions,
     window: u64,
-) -> Result<Parsed, InputError> {
+) -> Result<(Parsed, u32), InputError> {
     let data_start = layout.data_start;
     let data_end = trim_end(file, data_start, len, window).map_err(|e| ctx.io(e))?;
 
@@ -444,15 +445,15 @@ pub(super) fn read_mapped(
             }
         }
     }
-    Ok(Parsed {
+    let parsed = Parsed {
         words,
         matrix,
         dim,
         rows: Rows::Lines {
             first: header_lines + 1,
         },
-        crc: Some(crc),
-    })
+    };
+    Ok((parsed, crc))
 }
 
 /// The words and matrix of `rows` rows, allocated once, refusing sizes that do not fit.
