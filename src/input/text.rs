@@ -161,7 +161,7 @@ fn parse_line(
         while i < n && is_separator(line[i]) {
             i += 1;
         }
-        if i == n {
+        if i >= n {
             return Err(LineFault::Dimension { found: k });
         }
         match parse_f32_at(line, i) {
@@ -173,7 +173,8 @@ fn parse_line(
                     });
                 }
                 *slot = value;
-                i = after;
+                // Step over the separator just checked: values are usually one space apart.
+                i = after + 1;
             }
             _ => {
                 let token_end = line[i..]
