@@ -117,6 +117,30 @@ fn main() {
         }
         _ => println!("  memory:   /proc/self/status not available"),
     }
+
+    // The same vectors as word2vec binary, when `make data` wrote them too.
+    let bin = dir.join("glove.6B.50d.w2v.bin");
+    if let Ok(meta) = std::fs::metadata(&bin) {
+        let runs: Vec<Duration> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let l = read(&bin, &ReadOptions::default()).expect("reading the binary failed");
+                assert!(
+                    l.embeddings == loaded.embeddings,
+                    "binary and text disagree"
+                );
+                t.elapsed()
+            })
+            .collect();
+        let b = best(&runs);
+        println!(
+            "  binary:   {:7.1} MB/s  best of 3 ({:.3} s) on {} ({:.1} MB), same vectors",
+            meta.len() as f64 / 1e6 / b.as_secs_f64(),
+            b.as_secs_f64(),
+            bin.display(),
+            meta.len() as f64 / 1e6
+        );
+    }
 }
 
 /// User plus system CPU time of the whole process so far, in seconds.

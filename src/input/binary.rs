@@ -2,9 +2,10 @@
 //! usually followed by a newline.
 //!
 //! Records have no fixed size (words vary) and the float bytes may hold any value, newlines and
-//! spaces included, so the only way to find record `i` is to walk records `0..i`. Walking costs
-//! little next to the copy itself, so this reader is sequential; for a plain file the checksum
-//! runs on the other cores meanwhile.
+//! spaces included, so the only way to find record `i` is to walk records `0..i`. Walking is
+//! cheap next to decoding (a string allocation per word, a copy and a check per value), so a
+//! mapped file is walked once to find the records, then decoded on all cores; a stream is read
+//! in one sequential pass.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -12,9 +13,11 @@ use std::io::{self, Read};
 use memchr::memchr;
 
 use super::error::{Ctx, InputError, Location, escape_invalid_utf8};
-use super::map::{MappedCursor, crc32_file};
+use rayon::prelude::*;
+
+use super::map::{MappedCursor, crc32_file, map_range, range_len};
 use super::sniff::{Header, Layout};
-use super::text::{decode_word, is_space};
+use super::text::{allocate, decode_word, is_space};
 use super::{Parsed, ReadOptions, Rows};
 
 /// Longest word accepted, in bytes: word2vec itself caps words at 100 bytes, fastText at a few
@@ -91,18 +94,28 @@ impl<R: Read> ByteSource for StreamCursor<R> {
     }
 }
 
-/// Reads a plain word2vec binary file through windowed memory maps.
+/// Records decoded per parallel task.
+const BATCH_ROWS: usize = 16 * 1024;
+
+/// Reads a plain word2vec binary file through windowed memory maps; returns the rows and the
+/// file's CRC-32.
+///
+/// A sequential scan finds where each record starts (that is the only part that cannot be
+/// split), then batches of records are decoded in parallel straight into the matrix.
 pub(super) fn read_mapped(
     file: &File,
     len: u64,
     ctx: &Ctx<'_>,
     layout: &Layout,
     opts: &ReadOptions,
-) -> Result<Parsed, InputError> {
+) -> Result<(Parsed, u32), InputError> {
     let header = layout.header.ok_or_else(|| InputError::Header {
         path: ctx.path(),
         found: String::new(),
     })?;
+    if header.words == 0 {
+        return Err(InputError::Empty { path: ctx.path() });
+    }
     let rows = rows_to_read(header, opts);
     // Each record takes at least a one-byte word, a space and the vector; a header promising
     // more than the file can hold is refused before anything is allocated.
@@ -121,16 +134,205 @@ pub(super) fn read_mapped(
             available,
         });
     }
-    let (parsed, crc) = rayon::join(
+    let (scan, crc) = rayon::join(
         || {
             let mut cursor = MappedCursor::new(file, len, layout.data_start, WINDOW);
-            parse_records(&mut cursor, ctx, header, opts, rows, rows)
+            scan_records(&mut cursor, ctx, header, rows)
         },
         || crc32_file(file, len, WINDOW as u64),
     );
-    let mut parsed = parsed?;
-    parsed.crc = Some(crc.map_err(|e| ctx.io(e))?);
-    Ok(parsed)
+    let scan = scan?;
+    let crc = crc.map_err(|e| ctx.io(e))?;
+
+    let dim = header.dim;
+    let (mut words, mut matrix) = allocate(ctx, scan.starts.len() as u64, dim)?;
+    let batches: Vec<_> = scan
+        .starts
+        .chunks(BATCH_ROWS)
+        .zip(words.chunks_mut(BATCH_ROWS))
+        .zip(matrix.chunks_mut(BATCH_ROWS * dim))
+        .enumerate()
+        .map(|(i, ((starts, words), matrix))| {
+            let end = scan
+                .starts
+                .get((i + 1) * BATCH_ROWS)
+                .copied()
+                .unwrap_or(scan.end);
+            (starts, end, words, matrix)
+        })
+        .collect();
+    let outcomes: Vec<Result<(), InputError>> = batches
+        .into_par_iter()
+        .map(|(starts, end, words, matrix)| {
+            let base = starts[0];
+            let map = map_range(file, base, range_len(base, end).map_err(|e| ctx.io(e))?)
+                .map_err(|e| ctx.io(e))?;
+            for ((&at, word), row) in starts.iter().zip(words).zip(matrix.chunks_mut(dim)) {
+                let record = &map[(at - base) as usize..];
+                // The scan found this space and the whole vector after it.
+                let word_len = memchr(b' ', record).unwrap_or(record.len());
+                *word = decode_record(record, word_len, row, ctx, at, opts.lossy_utf8)?;
+            }
+            Ok(())
+        })
+        .collect();
+    // Batches are in file order: the first error found is the first in the file, and an error
+    // the scan stopped at comes after every record before it.
+    outcomes.into_iter().collect::<Result<(), _>>()?;
+    if let Some(stop) = scan.stop {
+        return Err(stop);
+    }
+    let parsed = Parsed {
+        words,
+        matrix,
+        dim,
+        rows: Rows::Offsets(scan.starts),
+    };
+    Ok((parsed, crc))
+}
+
+/// Where the records of a file are.
+struct Scan {
+    /// Offset of each whole record (its word's first byte).
+    starts: Vec<u64>,
+    /// Offset just past the last whole record's vector.
+    end: u64,
+    /// What ended the scan early, to report once the records before it are checked.
+    stop: Option<InputError>,
+}
+
+/// Walks `rows` records without decoding them.
+fn scan_records<S: ByteSource>(
+    src: &mut S,
+    ctx: &Ctx<'_>,
+    header: Header,
+    rows: u64,
+) -> Result<Scan, InputError> {
+    let too_large = || ctx.too_large(header.words, header.dim);
+    let vector_bytes = header.dim.checked_mul(4).ok_or_else(too_large)?;
+    let mut starts: Vec<u64> = Vec::new();
+    starts
+        .try_reserve_exact(usize::try_from(rows).map_err(|_| too_large())?)
+        .map_err(|_| too_large())?;
+    let mut end = src.offset();
+    let stop = (|| {
+        for row in 0..rows {
+            let at = skip_newlines(src, ctx)?;
+            let word_len = find_space(src, ctx, at, row, header.words)?;
+            let record = word_len + 1 + vector_bytes;
+            let bytes = src.fill(record).map_err(|e| ctx.io(e))?;
+            if bytes.len() < record {
+                return Err(truncated_vector(
+                    ctx,
+                    at,
+                    row,
+                    vector_bytes,
+                    bytes.len() - word_len - 1,
+                ));
+            }
+            starts.push(at);
+            src.consume(record);
+            end = src.offset();
+        }
+        if rows == header.words {
+            check_trailing(src, ctx, header)?;
+        }
+        Ok(())
+    })()
+    .err();
+    Ok(Scan { starts, end, stop })
+}
+
+/// Skips the newlines that may separate records; returns the offset of the next record.
+fn skip_newlines<S: ByteSource>(src: &mut S, ctx: &Ctx<'_>) -> Result<u64, InputError> {
+    // word2vec writes a newline after each vector; other writers do not.
+    while src.fill(1).map_err(|e| ctx.io(e))?.first() == Some(&b'\n') {
+        src.consume(1);
+    }
+    Ok(src.offset())
+}
+
+fn truncated_vector(
+    ctx: &Ctx<'_>,
+    at: u64,
+    row: u64,
+    needed: usize,
+    available: usize,
+) -> InputError {
+    InputError::Truncated {
+        path: ctx.path(),
+        offset: at,
+        record: row + 1,
+        what: "vector",
+        needed: needed as u64,
+        available: available as u64,
+    }
+}
+
+/// After the last record only whitespace may follow; anything else means the header
+/// undercounts.
+fn check_trailing<S: ByteSource>(
+    src: &mut S,
+    ctx: &Ctx<'_>,
+    header: Header,
+) -> Result<(), InputError> {
+    loop {
+        let bytes = src.fill(1).map_err(|e| ctx.io(e))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match bytes.iter().position(|&b| !is_space(b)) {
+            Some(i) => {
+                src.consume(i);
+                return Err(InputError::TrailingData {
+                    path: ctx.path(),
+                    offset: src.offset(),
+                    words: header.words,
+                });
+            }
+            None => {
+                let n = bytes.len();
+                src.consume(n);
+            }
+        }
+    }
+}
+
+/// Decodes one record (`record` starts at its word, whose length is `word_len`) into `row`;
+/// returns the word.
+fn decode_record(
+    record: &[u8],
+    word_len: usize,
+    row: &mut [f32],
+    ctx: &Ctx<'_>,
+    at: u64,
+    lossy: bool,
+) -> Result<String, InputError> {
+    let word_bytes = &record[..word_len];
+    if word_bytes.is_empty() {
+        return Err(InputError::EmptyWord {
+            path: ctx.path(),
+            at: Location::Offset(at),
+        });
+    }
+    let word = decode_word(word_bytes, lossy).ok_or_else(|| InputError::Utf8 {
+        path: ctx.path(),
+        at: Location::Offset(at),
+        found: escape_invalid_utf8(word_bytes),
+    })?;
+    let values = &record[word_len + 1..word_len + 1 + 4 * row.len()];
+    for (slot, b) in row.iter_mut().zip(values.chunks_exact(4)) {
+        *slot = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+        return Err(InputError::NonFinite {
+            path: ctx.path(),
+            at: Location::Offset(at + (word_len + 1 + 4 * i) as u64),
+            index: i + 1,
+            value: row[i],
+        });
+    }
+    Ok(word)
 }
 
 /// Records to read: the header's count, or fewer if `max_words` says so.
@@ -139,7 +341,8 @@ pub(super) fn rows_to_read(header: Header, opts: &ReadOptions) -> u64 {
         .map_or(header.words, |m| header.words.min(m as u64))
 }
 
-/// Reads `rows` records from `src`, reserving room for `reserve_rows` up front.
+/// Reads `rows` records in one sequential pass, reserving room for `reserve_rows` up front:
+/// for streams, which cannot be read twice.
 pub(super) fn parse_records<S: ByteSource>(
     src: &mut S,
     ctx: &Ctx<'_>,
@@ -162,91 +365,46 @@ pub(super) fn parse_records<S: ByteSource>(
     offsets
         .try_reserve_exact(reserve)
         .map_err(|_| too_large())?;
-    let io = |e| ctx.io(e);
 
     for row in 0..rows {
-        // word2vec writes a newline after each vector; other writers do not.
-        while src.fill(1).map_err(io)?.first() == Some(&b'\n') {
-            src.consume(1);
-        }
-        let at = src.offset();
+        let at = skip_newlines(src, ctx)?;
         let word_len = find_space(src, ctx, at, row, header.words)?;
         let record = word_len + 1 + vector_bytes;
-        let bytes = src.fill(record).map_err(io)?;
+        let bytes = src.fill(record).map_err(|e| ctx.io(e))?;
         if bytes.len() < record {
-            return Err(InputError::Truncated {
-                path: ctx.path(),
-                offset: at,
-                record: row + 1,
-                what: "vector",
-                needed: vector_bytes as u64,
-                available: (bytes.len() - word_len - 1) as u64,
-            });
+            return Err(truncated_vector(
+                ctx,
+                at,
+                row,
+                vector_bytes,
+                bytes.len() - word_len - 1,
+            ));
         }
-        let word_bytes = &bytes[..word_len];
-        if word_bytes.is_empty() {
-            return Err(InputError::EmptyWord {
-                path: ctx.path(),
-                at: Location::Offset(at),
-            });
-        }
-        let word = decode_word(word_bytes, opts.lossy_utf8).ok_or_else(|| InputError::Utf8 {
-            path: ctx.path(),
-            at: Location::Offset(at),
-            found: escape_invalid_utf8(word_bytes),
-        })?;
-        let values = &bytes[word_len + 1..record];
         let start = matrix.len();
         matrix.try_reserve(dim).map_err(|_| too_large())?;
-        matrix.extend(
-            values
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-        if let Some(i) = matrix[start..].iter().position(|v| !v.is_finite()) {
-            return Err(InputError::NonFinite {
-                path: ctx.path(),
-                at: Location::Offset(at + (word_len + 1 + 4 * i) as u64),
-                index: i + 1,
-                value: matrix[start + i],
-            });
-        }
+        matrix.resize(start + dim, 0.0);
+        let word = decode_record(
+            bytes,
+            word_len,
+            &mut matrix[start..],
+            ctx,
+            at,
+            opts.lossy_utf8,
+        )?;
         words.try_reserve(1).map_err(|_| too_large())?;
         words.push(word);
         offsets.try_reserve(1).map_err(|_| too_large())?;
         offsets.push(at);
         src.consume(record);
     }
-
     if rows == header.words {
-        // Whitespace may close the file; anything else means the header undercounts.
-        loop {
-            let bytes = src.fill(1).map_err(io)?;
-            if bytes.is_empty() {
-                break;
-            }
-            match bytes.iter().position(|&b| !is_space(b)) {
-                Some(i) => {
-                    src.consume(i);
-                    return Err(InputError::TrailingData {
-                        path: ctx.path(),
-                        offset: src.offset(),
-                        words: header.words,
-                    });
-                }
-                None => {
-                    let n = bytes.len();
-                    src.consume(n);
-                }
-            }
-        }
+        check_trailing(src, ctx, header)?;
     }
     Ok(Parsed {
         words,
         matrix,
         dim,
         rows: Rows::Offsets(offsets),
-        crc: None,
     })
 }
 

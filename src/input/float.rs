@@ -144,8 +144,16 @@ mod tests {
             want.map(|(v, n)| (v.to_bits(), n)),
             "{text}"
         );
-        // The same number inside a line, after a word.
+        // The same number inside a line, after a word and before more values, so that the
+        // 8-byte paths see it too.
         let line = format!("w {text}");
+        let padded = format!("w {text} 0.123456 1");
+        let inner = parse_f32_at(padded.as_bytes(), 2);
+        assert_eq!(
+            inner.map(|(v, n)| (v.to_bits(), n - 2)),
+            want.map(|(v, n)| (v.to_bits(), n)),
+            "{text} (padded)"
+        );
         let inner = parse_f32_at(line.as_bytes(), 2);
         assert_eq!(
             inner.map(|(v, n)| (v.to_bits(), n - 2)),

@@ -198,12 +198,17 @@ fn read_with_window(path: &Path, opts: &ReadOptions, window: u64) -> Result<Load
         path,
         compression: None,
     };
-    let len = meta.len();
     // Size 0 is an empty file, or a /proc-style file whose size is not known up front: either
     // way the stream reader finds out by reading.
-    let (parsed, format, compression, size, crc) = if meta.is_file() && len > 0 {
-        let head_len = len.min(sniff::SNIFF_BYTES as u64) as usize;
-        let head = map::map_range(&file, 0, head_len).map_err(|e| plain.io(e))?;
+    let len = meta.len();
+    let head_len = len.min(sniff::SNIFF_BYTES as u64) as usize;
+    // Some file systems cannot map files; those are read as streams like pipes.
+    let head = if meta.is_file() && len > 0 {
+        map::map_range(&file, 0, head_len).ok()
+    } else {
+        None
+    };
+    let (parsed, format, compression, size, crc) = if let Some(head) = head {
         if Compression::from_magic(&head).is_some() {
             drop(head);
             let s = stream::read(file, path, opts)?;
@@ -211,17 +216,17 @@ fn read_with_window(path: &Path, opts: &ReadOptions, window: u64) -> Result<Load
         } else {
             let layout = sniff::sniff(&head, head_len as u64 == len, opts.format, &plain)?;
             drop(head);
-            let parsed = match layout.format {
+            let (parsed, crc) = match layout.format {
                 Format::Word2vecBinary => binary::read_mapped(&file, len, &plain, &layout, opts)?,
                 Format::Glove | Format::Word2vecText => {
                     text::read_mapped(&file, len, &plain, &layout, opts, window)?
                 }
             };
-            let crc = parsed.crc.unwrap_or_default();
             (parsed, layout.format, None, len, crc)
         }
     } else {
-        // Pipes, devices and files of unknown size: read once, as a stream.
+        // Pipes, devices, files of unknown size and files that cannot be mapped: read once, as
+        // a stream.
         let s = stream::read(file, path, opts)?;
         (s.parsed, s.format, s.compression, s.size, s.crc)
     };
@@ -253,8 +258,6 @@ pub(super) struct Parsed {
     matrix: Vec<f32>,
     dim: usize,
     rows: Rows,
-    /// The file's checksum, where the reader computed it on the way.
-    crc: Option<u32>,
 }
 
 /// How to name where a row came from.

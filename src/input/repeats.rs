@@ -20,13 +20,15 @@ pub(super) fn repeated_rows(words: &[String]) -> Vec<(usize, usize)> {
         .enumerate()
         .map(|(row, w)| (hash(w.as_bytes()), row))
         .collect();
-    keyed.par_sort_unstable();
+    // By hash alone: cheaper than by (hash, row), and the rare groups get their rows sorted below.
+    keyed.par_sort_unstable_by_key(|&(h, _)| h);
     let mut repeats = Vec::new();
-    for group in keyed.chunk_by(|a, b| a.0 == b.0) {
+    for group in keyed.chunk_by_mut(|a, b| a.0 == b.0) {
         if group.len() == 1 {
             continue;
         }
-        // Rows within a group are ascending: the sort key is (hash, row).
+        group.sort_unstable_by_key(|&(_, row)| row);
+        let group = &*group;
         if group.len() <= PAIRWISE_LIMIT {
             for (k, &(_, row)) in group.iter().enumerate().skip(1) {
                 if let Some(&(_, first)) = group[..k].iter().find(|(_, r)| words[*r] == words[row])

@@ -189,7 +189,7 @@ fn read_binary<R: Read>(
         found: String::new(),
     })?;
     let rows = rows_to_read(header, opts);
-    if rows == 0 && header.words == 0 {
+    if header.words == 0 {
         return Err(InputError::Empty { path: ctx.path() });
     }
     let reserve = rows.min(MAX_RESERVED_CELLS / header.dim as u64);
@@ -401,7 +401,6 @@ fn read_text_blocks<R: Read + Send>(
         rows: Rows::Lines {
             first: header_lines + 1,
         },
-        crc: None,
     })
 }
 

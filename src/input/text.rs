@@ -161,7 +161,7 @@ fn parse_line(
         while i < n && is_separator(line[i]) {
             i += 1;
         }
-        if i == n {
+        if i >= n {
             return Err(LineFault::Dimension { found: k });
         }
         match parse_f32_at(line, i) {
@@ -173,7 +173,8 @@ fn parse_line(
                     });
                 }
                 *slot = value;
-                i = after;
+                // Step over the separator just checked: values are usually one space apart.
+                i = after + 1;
             }
             _ => {
                 let token_end = line[i..]
@@ -335,7 +336,8 @@ enum ChunkError {
     Line { first_row: u64, error: LineError },
 }
 
-/// Reads a plain (uncompressed) text file of `len` bytes through memory maps of `window` bytes.
+/// Reads a plain (uncompressed) text file of `len` bytes through memory maps of `window` bytes;
+/// returns the rows and the file's CRC-32.
 pub(super) fn read_mapped(
     file: &File,
     len: u64,
@@ -343,7 +345,7 @@ pub(super) fn read_mapped(
     layout: &Layout,
     opts: &ReadOptions,
     window: u64,
-) -> Result<Parsed, InputError> {
+) -> Result<(Parsed, u32), InputError> {
     let data_start = layout.data_start;
     let data_end = trim_end(file, data_start, len, window).map_err(|e| ctx.io(e))?;
 
@@ -444,15 +446,15 @@ pub(super) fn read_mapped(
             }
         }
     }
-    Ok(Parsed {
+    let parsed = Parsed {
         words,
         matrix,
         dim,
         rows: Rows::Lines {
             first: header_lines + 1,
         },
-        crc: Some(crc),
-    })
+    };
+    Ok((parsed, crc))
 }
 
 /// The words and matrix of `rows` rows, allocated once, refusing sizes that do not fit.
