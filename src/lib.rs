@@ -14,4 +14,5 @@ pub mod composer;
 pub mod compressed;
 pub mod embeddings;
 pub mod format;
+pub mod inspect;
 pub mod vocab;
