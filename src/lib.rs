@@ -13,6 +13,7 @@ pub mod codes;
 pub mod composer;
 pub mod compressed;
 pub mod embeddings;
+pub mod export;
 pub mod format;
 pub mod inspect;
 pub mod vocab;

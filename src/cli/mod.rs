@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod codes;
 pub mod compress;
+pub mod export;
 pub mod groups;
 pub mod info;
 pub mod similar;
@@ -39,6 +40,8 @@ pub enum Command {
     Groups(groups::GroupsArgs),
     /// List a word's nearest neighbours by cosine of the decoded vectors.
     Similar(similar::SimilarArgs),
+    /// Write decoded vectors (GloVe text, word2vec binary, .npy) or the model (safetensors).
+    Export(export::ExportArgs),
 }
 
 /// Runs the parsed command line.
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Codes(args)) => codes::run(args),
         Some(Command::Groups(args)) => groups::run(args),
         Some(Command::Similar(args)) => similar::run(args),
+        Some(Command::Export(args)) => export::run(args),
     }
 }
 
