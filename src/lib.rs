@@ -12,6 +12,8 @@
 pub mod codes;
 pub mod composer;
 pub mod compressed;
+#[cfg(feature = "train")]
+pub mod embedding_layer;
 pub mod embeddings;
 pub mod export;
 pub mod format;
