@@ -17,5 +17,6 @@ pub mod embedding_layer;
 pub mod embeddings;
 pub mod export;
 pub mod format;
+pub mod input;
 pub mod inspect;
 pub mod vocab;
