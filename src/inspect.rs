@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use crate::codes::Codes;
+use crate::embeddings::Embeddings;
 use crate::vocab::Vocab;
 
 /// A code as people write it in the paper's Table 6: `3-1-0-4`.
@@ -362,7 +363,7 @@ pub struct UnitRows {
 
 impl UnitRows {
     /// Normalises each row of the row-major `matrix` of width `dim`; all-zero rows stay zero and
-    /// are then similar to nothing. Panics if `dim` is zero or does not divide the length,
+    /// are never anyone's neighbour. Panics if `dim` is zero or does not divide the length,
     /// which is a caller's bug.
     pub fn new(mut matrix: Vec<f32>, dim: usize) -> Self {
         assert!(
@@ -415,8 +416,13 @@ impl UnitRows {
                 let mut top = TopK::new(k);
                 for (i, v) in block.chunks_exact(self.dim).enumerate() {
                     let row = chunk * CHUNK + i;
+                    let s = dot(v, &q);
+                    // A zero row has no direction: it is nobody's neighbour.
+                    if s == 0.0 && v.iter().all(|&x| x == 0.0) {
+                        continue;
+                    }
                     if !exclude.contains(&row) {
-                        top.offer(row, dot(v, &q));
+                        top.offer(row, s);
                     }
                 }
                 top.into_sorted()
@@ -427,6 +433,39 @@ impl UnitRows {
             top.offer(n.row, n.cosine);
         }
         top.into_sorted()
+    }
+}
+
+/// The original vectors of a table's words, in the table's row order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aligned {
+    /// `[N, d]`: row r is the original vector of the table's word r, zero where it has none.
+    pub matrix: Vec<f32>,
+    /// Whether the original has word r.
+    pub present: Vec<bool>,
+    /// How many words the original has.
+    pub found: usize,
+}
+
+impl Aligned {
+    /// Looks up every word of `vocab` in `original`.
+    pub fn new(vocab: &Vocab, original: &Embeddings) -> Self {
+        let dim = original.dim();
+        let mut matrix = vec![0f32; vocab.len() * dim];
+        let mut present = vec![false; vocab.len()];
+        let mut found = 0;
+        for (row, word) in vocab.words().iter().enumerate() {
+            if let Some(v) = original.get(word) {
+                matrix[row * dim..(row + 1) * dim].copy_from_slice(v);
+                present[row] = true;
+                found += 1;
+            }
+        }
+        Aligned {
+            matrix,
+            present,
+            found,
+        }
     }
 }
 
@@ -684,9 +723,9 @@ mod tests {
             ],
             2,
         );
-        let near = m.nearest(&[1.0, 0.0], 3, None, &[0]);
+        let near = m.nearest(&[1.0, 0.0], 4, None, &[0]);
         let rows: Vec<usize> = near.iter().map(|n| n.row).collect();
-        assert_eq!(rows, vec![2, 1, 4]);
+        assert_eq!(rows, vec![2, 1, 3]);
         assert!((near[0].cosine - 3.0 / (9.01f32).sqrt()).abs() < 1e-6);
         let rows: Vec<usize> = m
             .nearest(&[1.0, 0.0], 10, Some(2), &[])
@@ -694,6 +733,16 @@ mod tests {
             .map(|n| n.row)
             .collect();
         assert_eq!(rows, vec![0, 1]);
+    }
+
+    #[test]
+    fn aligned_follows_the_table_rows() {
+        let table = vocab(&["b", "zz", "a"]);
+        let original = Embeddings::new(vocab(&["a", "b", "c"]), 2, vec![1., 2., 3., 4., 5., 6.]);
+        let a = Aligned::new(&table, &original);
+        assert_eq!(a.matrix, vec![3., 4., 0., 0., 1., 2.]);
+        assert_eq!(a.present, vec![true, false, true]);
+        assert_eq!(a.found, 2);
     }
 
     #[test]

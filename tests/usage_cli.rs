@@ -473,3 +473,110 @@ fn export_into_a_missing_directory_names_it() {
             out.display()
         )));
 }
+
+/// GloVe text for some of the example words: king's original neighbours differ from its
+/// decoded ones, and `outsider` is not in the .kdz so it can never be listed.
+fn write_original(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("original.txt");
+    std::fs::write(
+        &path,
+        "king 1 0\nqueen 0.9 0.1\noutsider 1 0.01\napple 0 1\nprince -1 0\nmonday 0.5 0.5\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn similar_lists_original_neighbours_beside_decoded_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdz = words_kdz(dir.path());
+    let original = write_original(dir.path());
+    let out = stdout(
+        kdc(dir.path())
+            .arg("similar")
+            .arg(&kdz)
+            .args(["king", "-k", "4", "--original"])
+            .arg(&original),
+    );
+    let cos = |a: [f32; 2], b: [f32; 2]| {
+        (a[0] * b[0] + a[1] * b[1]) / (a[0].hypot(a[1]) * b[0].hypot(b[1]))
+    };
+    let king = vector([0, 0, 1]);
+    let ours = [
+        ("queen", [0, 0, 2]),
+        ("sunday", [1, 2, 0]),
+        ("prince", [0, 3, 1]),
+        ("monday", [1, 2, 3]),
+    ];
+    let theirs = [
+        ("queen", cos([1.0, 0.0], [0.9, 0.1])),
+        ("monday", cos([1.0, 0.0], [0.5, 0.5])),
+        ("apple", 0.0),
+        ("prince", -1.0),
+    ];
+    let mut expected = String::from(
+        "king: nearest by cosine among the 9 words of words.kdz\n      decoded (words.kdz)         original (original.txt)\n",
+    );
+    for (rank, ((w, code), (o, c))) in ours.iter().zip(theirs).enumerate() {
+        expected.push_str(&format!(
+            "{:>4}  {:<20} {:.3}  {:<20} {:.3}\n",
+            rank + 1,
+            w,
+            cos(king, vector(*code)),
+            o,
+            c
+        ));
+    }
+    assert_eq!(out, expected);
+    // A word the original lacks: decoded neighbours only, and a note.
+    let out = stdout(
+        kdc(dir.path())
+            .arg("similar")
+            .arg(&kdz)
+            .args(["tuesday", "-k", "1", "--original"])
+            .arg(&original),
+    );
+    assert!(
+        out.contains("(the original has no vector for \"tuesday\")\n   1  monday"),
+        "{out}"
+    );
+}
+
+#[test]
+fn similar_original_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdz = words_kdz(dir.path());
+    let wide = dir.path().join("wide.txt");
+    std::fs::write(&wide, "king 1 0 0\nqueen 0 1 0\n").unwrap();
+    kdc(dir.path())
+        .arg("similar")
+        .arg(&kdz)
+        .args(["king", "--original"])
+        .arg(&wide)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: the vectors have 3 dimensions but {} decodes to 2",
+            wide.display(),
+            kdz.display()
+        )));
+    let strangers = dir.path().join("strangers.txt");
+    std::fs::write(&strangers, "x 1 0\ny 0 1\n").unwrap();
+    kdc(dir.path())
+        .arg("similar")
+        .arg(&kdz)
+        .args(["king", "--original"])
+        .arg(&strangers)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("none of the 9 words of"));
+    let missing = dir.path().join("missing.txt");
+    kdc(dir.path())
+        .arg("similar")
+        .arg(&kdz)
+        .args(["king", "--original"])
+        .arg(&missing)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(missing.display().to_string()));
+}
