@@ -9,6 +9,7 @@
 //! it as a `.kdz`; decoding, inspection and export need no LibTorch.
 #![deny(missing_docs)]
 
+pub mod analogy;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
