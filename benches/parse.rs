@@ -37,7 +37,7 @@ fn main() {
     let rss_after = proc_status_kib("VmRSS");
 
     let e = &loaded.embeddings;
-    let matrix_bytes = e.matrix().len() * size_of::<f32>();
+    let matrix_bytes = size_of_val(e.matrix());
     // The vocabulary's own payload: each word twice (row list and index key), a `String` header
     // for each copy and a `u32` row with padding per index entry. Allocator and hash-table slack
     // are left out, which makes the ratio below a little pessimistic.

@@ -9,6 +9,7 @@ pub mod compress;
 pub mod export;
 pub mod groups;
 pub mod info;
+pub mod input_args;
 pub mod similar;
 
 /// Compress pretrained word vectors into KD codes.

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use kdcompress::format::Kdz;
-use kdcompress::input::{self, ReadOptions};
+use kdcompress::input;
 use kdcompress::inspect::{self, Aligned, Neighbour, UnitRows};
+
+use super::input_args::InputArgs;
 
 /// Options of `similar`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,9 @@ pub struct SimilarArgs {
     /// words of the .kdz.
     #[arg(long, value_name = "FILE")]
     pub original: Option<PathBuf>,
+    /// How to read --original.
+    #[command(flatten, next_help_heading = "Reading --original")]
+    pub read: InputArgs,
 }
 
 /// Prints the neighbours of each of `args.words`.
@@ -36,7 +41,7 @@ pub fn run(args: SimilarArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let original = match &args.original {
         Some(path) => {
-            let loaded = input::read(path, &ReadOptions::default())?;
+            let loaded = input::read(path, &args.read.to_options())?;
             let dim = loaded.embeddings.dim();
             if dim != kdz.dim() {
                 bail!(

@@ -218,7 +218,8 @@ pub enum InputError {
     },
     /// A word2vec binary file goes on after the records its header promises.
     #[error(
-        "{}, byte offset {offset}: unexpected data after the {words} words the header promises",
+        "{}, byte offset {offset}: more data after the last of the words the header promises \
+         ({words})",
         .path.display()
     )]
     TrailingData {
@@ -255,7 +256,7 @@ pub enum InputError {
     },
     /// The matrix would not fit in memory.
     #[error(
-        "{}: {words} words of dimension {dim} do not fit in memory",
+        "{}: a matrix of {words} words by {dim} values does not fit in memory",
         .path.display()
     )]
     TooLarge {

@@ -198,11 +198,10 @@ fn read_with_window(path: &Path, opts: &ReadOptions, window: u64) -> Result<Load
         path,
         compression: None,
     };
-    let (parsed, format, compression, size, crc) = if meta.is_file() {
-        let len = meta.len();
-        if len == 0 {
-            return Err(InputError::Empty { path: plain.path() });
-        }
+    let len = meta.len();
+    // Size 0 is an empty file, or a /proc-style file whose size is not known up front: either
+    // way the stream reader finds out by reading.
+    let (parsed, format, compression, size, crc) = if meta.is_file() && len > 0 {
         let head_len = len.min(sniff::SNIFF_BYTES as u64) as usize;
         let head = map::map_range(&file, 0, head_len).map_err(|e| plain.io(e))?;
         if Compression::from_magic(&head).is_some() {
@@ -222,7 +221,7 @@ fn read_with_window(path: &Path, opts: &ReadOptions, window: u64) -> Result<Load
             (parsed, layout.format, None, len, crc)
         }
     } else {
-        // Pipes and devices: read once, as a stream.
+        // Pipes, devices and files of unknown size: read once, as a stream.
         let s = stream::read(file, path, opts)?;
         (s.parsed, s.format, s.compression, s.size, s.crc)
     };
