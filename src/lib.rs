@@ -20,4 +20,5 @@ pub mod export;
 pub mod format;
 pub mod input;
 pub mod inspect;
+pub mod report;
 pub mod vocab;
