@@ -71,7 +71,7 @@ pub fn groups(codes: &Codes, prefix: usize) -> Vec<Group> {
         }
     }
     // Stable: groups of one size stay in order of their first row.
-    out.sort_by(|a, b| b.rows.len().cmp(&a.rows.len()));
+    out.sort_by_key(|g| std::cmp::Reverse(g.rows.len()));
     out
 }
 
@@ -367,7 +367,7 @@ impl UnitRows {
     /// which is a caller's bug.
     pub fn new(mut matrix: Vec<f32>, dim: usize) -> Self {
         assert!(
-            dim > 0 && matrix.len() % dim == 0,
+            dim > 0 && matrix.len().is_multiple_of(dim),
             "matrix is not rows of {dim}"
         );
         matrix.par_chunks_mut(dim).for_each(normalize);

@@ -95,12 +95,8 @@ pub fn run(args: SimilarArgs) -> anyhow::Result<()> {
             kdz.len(),
             name(kdz.path())
         )?;
-        writeln!(
-            out,
-            "      {:<26}  {}",
-            format!("decoded ({})", name(kdz.path())),
-            format!("original ({})", name(path))
-        )?;
+        let decoded_head = format!("decoded ({})", name(kdz.path()));
+        writeln!(out, "      {decoded_head:<26}  original ({})", name(path))?;
         if !present[row] {
             writeln!(out, "      (the original has no vector for {w:?})")?;
         }
