@@ -667,16 +667,20 @@ mod tests {
         let codes = [3u16, 0, 2];
         let mut s = vec![0f32; e];
         for (i, &code) in codes.iter().enumerate() {
-            for j in 0..e {
-                s[j] += t[CODEBOOKS].data[(i * k + code as usize) * e + j];
+            let r = i * k + code as usize;
+            for (x, v) in s.iter_mut().zip(&t[CODEBOOKS].data[r * e..(r + 1) * e]) {
+                *x += v;
             }
         }
         let mut out = vec![0f32; d];
         c.decode(&codes, &mut out);
-        for r in 0..d {
-            let w = &t[OUT_WEIGHT].data[r * e..(r + 1) * e];
+        for (r, (&got, w)) in out
+            .iter()
+            .zip(t[OUT_WEIGHT].data.chunks_exact(e))
+            .enumerate()
+        {
             let y = w.iter().zip(&s).map(|(a, b)| a * b).sum::<f32>() + t[OUT_BIAS].data[r];
-            assert!((out[r] - y).abs() < 1e-4, "output {r}: {} vs {y}", out[r]);
+            assert!((got - y).abs() < 1e-4, "output {r}: {got} vs {y}");
         }
     }
 
