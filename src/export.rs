@@ -222,8 +222,9 @@ fn check_words(kdz: &Kdz, path: &Path, format: ExportFormat) -> Result<(), Expor
 
 /// Writes through a temporary file in `path`'s directory that replaces `path` only once `fill`
 /// succeeded and the data reached the disk; without `overwrite`, an existing `path` (even one
-/// created meanwhile) is left alone.
-fn atomic_write(
+/// created meanwhile) is left alone. Every output of kdcompress other than a `.kdz` (which has
+/// its own writer) goes through here.
+pub fn atomic_write(
     path: &Path,
     overwrite: bool,
     fill: impl FnOnce(&mut BufWriter<&std::fs::File>) -> io::Result<()>,
