@@ -505,6 +505,92 @@ mod tests {
         assert_eq!(log.records[1].values["val_mse"], 0.25);
     }
 
+    /// A table of 6 words, K = 4, D = 2; two words share a code, one word needs escaping.
+    fn small_kdz() -> Kdz {
+        use crate::codes::Codes;
+        use crate::composer::{Composer, ComposerConfig, ComposerKind, Tensor};
+        use crate::compressed::Compressed;
+        use crate::vocab::Vocab;
+        let config = ComposerConfig {
+            kind: ComposerKind::Concat,
+            num_codebooks: 2,
+            num_codes: 4,
+            code_dim: 1,
+            hidden: 0,
+            out_dim: 2,
+        };
+        let cb = Tensor::new(vec![2, 4, 1], (0..8).map(|i| i as f32).collect()).unwrap();
+        let c = Compressed {
+            vocab: Vocab::new(
+                ["a", "b", "<script>", "d", "e", "f"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .unwrap(),
+            codes: Codes::new(4, 2, vec![0, 1, 0, 1, 2, 3, 3, 3, 1, 0, 2, 2]).unwrap(),
+            composer: Composer::new(config, BTreeMap::from([("codebooks".into(), cb)])).unwrap(),
+            metadata: Metadata::default(),
+            norms: None,
+        };
+        Kdz::from_bytes("small.kdz", crate::format::to_bytes(&c).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn page_has_every_section_and_escapes_words() {
+        let kdz = small_kdz();
+        let codes = kdz.codes();
+        let stats = CodeStats::new(&codes);
+        let groups = crate::inspect::groups(&codes, 2);
+        let log = TrainingLog::parse(
+            "{\"stage\":\"s\",\"epoch\":1,\"val_mse\":0.5}\n{\"stage\":\"s\",\"epoch\":2,\"val_mse\":0.2}\n",
+            Path::new("log"),
+        )
+        .unwrap();
+        let metrics = vec![MetricRow {
+            name: "mean cosine".into(),
+            decoded: Some(0.9),
+            original: Some(1.0),
+            note: "all words".into(),
+        }];
+        let html = render_html(&Page {
+            kdz: &kdz,
+            stats: &stats,
+            groups: &groups[..1],
+            metrics: &metrics,
+            log: Some((&log, "train.jsonl")),
+        });
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.ends_with("</html>\n"));
+        for part in [
+            "<h2>Scores</h2>",
+            "<td>mean cosine</td><td class=\"num\">0.9000</td><td class=\"num\">1.0000</td>",
+            "2 records from train.jsonl; log scale",
+            "6 words use 5 distinct codes; 4 words (66.7%) have a code of their own",
+            "<code>0-1</code></td><td>a b</td>",
+            "Entropy per code position",
+            "log₂ K = 2.00",
+        ] {
+            assert!(html.contains(part), "missing {part:?}");
+        }
+        assert!(!html.contains("<script>"), "words must be escaped");
+        assert!(
+            !html.contains("http://") || !html.contains("src="),
+            "nothing to fetch"
+        );
+        assert_eq!(html.matches("<svg").count(), 3);
+        // Without a log or scores the page says so and leaves the table out.
+        let html = render_html(&Page {
+            kdz: &kdz,
+            stats: &stats,
+            groups: &[],
+            metrics: &[],
+            log: None,
+        });
+        assert!(html.contains("No training log"));
+        assert!(!html.contains("<h2>Scores</h2>"));
+        assert_eq!(html.matches("<svg").count(), 2);
+    }
+
     #[test]
     fn values_format_compactly() {
         assert_eq!(fmt_value(None), "–");
