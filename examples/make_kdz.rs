@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
             kdcompress::format::write(&out, &c)?;
             let mse = mse(&c, &matrix);
             println!(
-                "wrote {} ({} words, K = {k}, D = {d}, reconstruction MSE {mse:.4})",
+                "wrote {} ({} words, K = {k}, D = {d}, mean squared error per value {mse:.4})",
                 out.display(),
                 c.vocab.len()
             );
