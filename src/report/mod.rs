@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use crate::composer::ComposerKind;
 use crate::compressed::Metadata;
 use crate::format::Kdz;
 use crate::inspect::{CodeStats, Group, code_string, size_buckets};
@@ -273,10 +274,13 @@ pub fn render_html(page: &Page) -> String {
         (
             "composer",
             format!(
-                "{} (d′ = {}, h = {}), {} parameters",
+                "{} (d′ = {}{}), {} parameters",
                 c.kind.name(),
                 c.code_dim,
-                c.hidden,
+                match c.kind {
+                    ComposerKind::Mlp | ComposerKind::Lstm => format!(", h = {}", c.hidden),
+                    ComposerKind::Linear | ComposerKind::Concat => String::new(),
+                },
                 kdz.composer().num_params()
             ),
         ),
@@ -360,7 +364,7 @@ pub fn render_html(page: &Page) -> String {
                 format!("{lo}–{hi}")
             },
             value: share(words),
-            note: format!("{codes} codes"),
+            note: format!("{codes} codes, {:.1}%", share(words)),
         })
         .collect();
     h.push_str(&svg::bar_chart(

@@ -235,9 +235,15 @@ pub fn line_chart(
             r#"<path d="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
             path.trim_end()
         );
-        // Legend, top right, one row per series.
+        // Legend, top right, one row per series, on white so lines passing under stay readable.
         let ly = TOP + 14.0 + 16.0 * i as f64;
         let lx = W - RIGHT - 150.0;
+        let _ = write!(
+            out,
+            r##"<rect x="{:.1}" y="{:.1}" width="146" height="16" fill="#fff" fill-opacity="0.85"/>"##,
+            lx - 4.0,
+            ly - 8.0
+        );
         let _ = write!(
             out,
             r#"<line x1="{lx}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
@@ -337,11 +343,14 @@ pub fn bar_chart(
             );
         }
         if !b.note.is_empty() {
+            // Inside the top of a tall bar, where no reference line can cross it; above a short one.
+            let inside = H - BOTTOM - y > 22.0;
             let _ = write!(
                 out,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>"#,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="{}">{}</text>"##,
                 x + width / 2.0,
-                y - 4.0,
+                if inside { y + 14.0 } else { y - 4.0 },
+                if inside { "#fff" } else { "#222" },
                 escape(&b.note)
             );
         }
@@ -353,8 +362,9 @@ pub fn bar_chart(
             r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#d55e00" stroke-dasharray="6 4" stroke-width="1.5"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#d55e00">{}</text>"##,
             W - RIGHT,
             W - RIGHT,
-            y - 5.0,
-            escape(label)
+            // Above the plot area: bars reach up to the line and would hide a label beside it.
+            TOP - 8.0,
+            escape(&format!("- - {label}"))
         );
     }
     out.push_str("</svg>");
