@@ -9,10 +9,16 @@
 //! it as a `.kdz`; decoding, inspection and export need no LibTorch.
 #![deny(missing_docs)]
 
+pub mod analogy;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
+#[cfg(feature = "train")]
+pub mod embedding_layer;
 pub mod embeddings;
+pub mod export;
 pub mod format;
 pub mod input;
+pub mod inspect;
+pub mod report;
 pub mod vocab;
