@@ -13,4 +13,8 @@ pub mod codes;
 pub mod composer;
 pub mod compressed;
 pub mod embeddings;
+pub mod eval;
+pub mod progress;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod vocab;
