@@ -110,6 +110,95 @@ pub fn bits_per_code(k: u32) -> u32 {
     32 - (k - 1).leading_zeros()
 }
 
+/// Bytes of one packed row of `d` codes of `bits` bits: rows are padded to whole bytes only.
+pub fn packed_row_len(d: usize, bits: u32) -> usize {
+    (d * bits as usize).div_ceil(8)
+}
+
+/// Packs one row: code `j` takes bits `j*bits..(j+1)*bits` of the row read as a little-endian
+/// integer; the unused high bits of the last byte are zero. `bits` must be in 1..=16, `out` must
+/// be [`packed_row_len`] bytes and each code must fit in `bits` bits.
+///
+/// Panics if the lengths disagree; callers size their buffers from the same `d` and `bits`.
+pub fn pack_row(codes: &[u16], bits: u32, out: &mut [u8]) {
+    assert!((1..=16).contains(&bits), "bits per code must be in 1..=16");
+    assert_eq!(
+        out.len(),
+        packed_row_len(codes.len(), bits),
+        "row buffer size"
+    );
+    let mask = (1u64 << bits) - 1;
+    // At most 7 pending bits plus 16 new ones, so a u64 never overflows.
+    let mut acc = 0u64;
+    let mut have = 0u32;
+    let mut bytes = out.iter_mut();
+    for &c in codes {
+        debug_assert!(u64::from(c) <= mask, "code {c} does not fit in {bits} bits");
+        acc |= (u64::from(c) & mask) << have;
+        have += bits;
+        while have >= 8 {
+            if let Some(b) = bytes.next() {
+                *b = acc as u8;
+            }
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if have > 0
+        && let Some(b) = bytes.next()
+    {
+        *b = acc as u8;
+    }
+}
+
+/// Unpacks one row written by [`pack_row`]. Padding bits are ignored.
+///
+/// Panics if `row` is not [`packed_row_len`]`(out.len(), bits)` bytes or `bits` is not in 1..=16.
+pub fn unpack_row(row: &[u8], bits: u32, out: &mut [u16]) {
+    assert!((1..=16).contains(&bits), "bits per code must be in 1..=16");
+    assert_eq!(
+        row.len(),
+        packed_row_len(out.len(), bits),
+        "packed row size"
+    );
+    let mask = (1u64 << bits) - 1;
+    let mut acc = 0u64;
+    let mut have = 0u32;
+    let mut bytes = row.iter();
+    for o in out {
+        while have < bits {
+            // The length check above guarantees enough bytes for every code.
+            acc |= u64::from(bytes.next().copied().unwrap_or(0)) << have;
+            have += 8;
+        }
+        *o = (acc & mask) as u16;
+        acc >>= bits;
+        have -= bits;
+    }
+}
+
+impl Codes {
+    /// Bytes of one packed row.
+    pub fn packed_row_len(&self) -> usize {
+        packed_row_len(self.d, self.bits_per_code())
+    }
+
+    /// All rows packed with [`pack_row`], one after another.
+    pub fn pack(&self) -> Vec<u8> {
+        let row_len = self.packed_row_len();
+        let mut out = vec![0u8; row_len * self.len()];
+        if row_len > 0 {
+            for (dst, src) in out
+                .chunks_exact_mut(row_len)
+                .zip(self.data.chunks_exact(self.d))
+            {
+                pack_row(src, self.bits_per_code(), dst);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +211,53 @@ mod tests {
         assert_eq!(bits_per_code(17), 5);
         assert_eq!(bits_per_code(32), 5);
         assert_eq!(bits_per_code(65_536), 16);
+    }
+
+    /// Expected bytes worked out by hand from the layout in docs/kdz-format.md.
+    #[test]
+    fn packs_rows_as_documented() {
+        // K = 5, b = 3: [1, 4, 2] is 1 + 4·8 + 2·64 = 161; [3, 0, 4] is 3 + 4·64 = 259.
+        let codes = Codes::new(5, 3, vec![1, 4, 2, 3, 0, 4]).unwrap();
+        assert_eq!(codes.pack(), vec![0xA1, 0x00, 0x03, 0x01]);
+        // K = 3, b = 2: [2, 1, 0, 2, 1] is 2 + 1·4 + 2·64 + 1·256 = 390.
+        let codes = Codes::new(3, 5, vec![2, 1, 0, 2, 1]).unwrap();
+        assert_eq!(codes.pack(), vec![0x86, 0x01]);
+        // K = 65536: two little-endian u16 per row.
+        let codes = Codes::new(65_536, 2, vec![0x1234, 0xFFFF]).unwrap();
+        assert_eq!(codes.pack(), vec![0x34, 0x12, 0xFF, 0xFF]);
+        // K = 2: one bit per code, eight to a byte, first code in the lowest bit.
+        let codes = Codes::new(2, 9, vec![1, 0, 0, 0, 0, 0, 0, 1, 1]).unwrap();
+        assert_eq!(codes.pack(), vec![0x81, 0x01]);
+        // K = 32, b = 5: [31, 1] is 31 + 1·32 = 63 in ten bits.
+        let codes = Codes::new(32, 2, vec![31, 1]).unwrap();
+        assert_eq!(codes.pack(), vec![0x3F, 0x00]);
+    }
+
+    #[test]
+    fn unpack_ignores_padding_bits() {
+        let mut out = [0u16; 3];
+        unpack_row(&[0xA1, 0xFE], 3, &mut out);
+        assert_eq!(out, [1, 4, 2]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pack_unpack_round_trip(
+            bits in 1u32..=16,
+            raw in proptest::collection::vec(proptest::num::u16::ANY, 1..300),
+        ) {
+            let codes: Vec<u16> = raw.iter().map(|&c| (u32::from(c) & ((1 << bits) - 1)) as u16).collect();
+            let mut row = vec![0u8; packed_row_len(codes.len(), bits)];
+            pack_row(&codes, bits, &mut row);
+            let used = codes.len() * bits as usize;
+            if used % 8 != 0 {
+                let last = row[row.len() - 1];
+                proptest::prop_assert_eq!(last >> (used % 8), 0, "padding bits must be zero");
+            }
+            let mut back = vec![0u16; codes.len()];
+            unpack_row(&row, bits, &mut back);
+            proptest::prop_assert_eq!(back, codes);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod composer;
 pub mod compressed;
 pub mod embeddings;
 pub mod eval;
+pub mod format;
 pub mod progress;
 #[cfg(feature = "train")]
 pub mod train;

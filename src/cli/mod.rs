@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod compress;
+pub mod info;
 
 /// Compress pretrained word vectors into KD codes.
 #[derive(Debug, Parser)]
@@ -26,13 +27,16 @@ pub struct Cli {
 
 /// Subcommands that work on inputs and `.kdz` files.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show what a .kdz holds: sections, sizes, bits per word, compression ratio, metadata.
+    Info(info::InfoArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => compress::run(cli.compress),
-        Some(c) => match c {},
+        Some(Command::Info(args)) => info::run(args),
     }
 }
 

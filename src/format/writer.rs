@@ -1,0 +1,295 @@
+//! Writes a [`Compressed`] as a `.kdz`: all of it, or nothing.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use crate::codes::MAX_D;
+use crate::compressed::Compressed;
+
+use super::error::FormatError;
+use super::header::{Header, SectionEntry, first_section_offset, padding_after};
+use super::sections::{self, Model};
+use super::spec::{Codec, FLAG_REQUIRED, MAJOR, MINOR, MODEL_LEN, SectionKind};
+
+/// A section's content, kept as a reference where it is large so it can be streamed twice
+/// (once for its checksum, once into the file) instead of copied.
+enum Body<'a> {
+    Bytes(Vec<u8>),
+    Model(Model),
+    Codes(&'a crate::codes::Codes),
+    Tensors(&'a std::collections::BTreeMap<String, crate::composer::Tensor>),
+    Norms(&'a [f32]),
+}
+
+impl Body<'_> {
+    /// The length the section's writer promises, computed without writing.
+    fn declared_len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Model(_) => MODEL_LEN as u64,
+            Body::Codes(c) => sections::codes_len(c),
+            Body::Tensors(t) => sections::tensors_len(t),
+            Body::Norms(n) => sections::norms_len(n),
+        }
+    }
+
+    fn write_to<W: Write>(&self, w: &mut W) -> io::Result<u64> {
+        match self {
+            Body::Bytes(b) => w.write_all(b).map(|()| b.len() as u64),
+            Body::Model(m) => sections::write_model(w, m),
+            Body::Codes(c) => sections::write_codes(w, c),
+            Body::Tensors(t) => sections::write_tensors(w, t),
+            Body::Norms(n) => sections::write_norms(w, n),
+        }
+    }
+}
+
+/// Counts and checksums what passes through.
+struct Tally<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Tally<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Planned<'a> {
+    entry: SectionEntry,
+    body: Body<'a>,
+}
+
+/// Checks `c` can be written and lays out every section.
+fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatError> {
+    let unwritable = |reason: String| FormatError::Unwritable {
+        path: path.to_owned(),
+        reason,
+    };
+    let config = *c.composer.config();
+    let n = c.codes.len();
+    if c.vocab.len() != n {
+        return Err(unwritable(format!(
+            "the vocabulary has {} words but there are codes for {n}",
+            c.vocab.len()
+        )));
+    }
+    if c.codes.k() as usize != config.num_codes || c.codes.d() != config.num_codebooks {
+        return Err(unwritable(format!(
+            "the codes have K = {}, D = {} but the composer expects K = {}, D = {}",
+            c.codes.k(),
+            c.codes.d(),
+            config.num_codes,
+            config.num_codebooks
+        )));
+    }
+    if u32::try_from(n).is_err() {
+        return Err(unwritable(format!("{n} words is more than 2^32 - 1")));
+    }
+    debug_assert!(config.num_codebooks <= MAX_D, "Codes guarantees D <= MAX_D");
+    for (what, v) in [
+        ("code width", config.code_dim),
+        ("hidden width", config.hidden),
+        ("output width", config.out_dim),
+    ] {
+        if u32::try_from(v).is_err() {
+            return Err(unwritable(format!(
+                "the {what} {v} does not fit in 32 bits"
+            )));
+        }
+    }
+    if let Some(row) = c
+        .vocab
+        .words()
+        .iter()
+        .position(|w| u32::try_from(w.len()).is_err())
+    {
+        return Err(unwritable(format!("word {row} is longer than 4 GiB")));
+    }
+    if let Some(norms) = &c.norms
+        && norms.len() != n
+    {
+        return Err(unwritable(format!("{} norms for {n} words", norms.len())));
+    }
+    sections::check_tensors_writable(c.composer.tensors()).map_err(unwritable)?;
+    let metadata = sections::metadata_bytes(&c.metadata).map_err(unwritable)?;
+    let io_err = |source| FormatError::Io {
+        path: path.to_owned(),
+        action: "compress the vocabulary for",
+        source,
+    };
+    let (vocab, vocab_raw_len) = sections::vocab_stored(&c.vocab).map_err(io_err)?;
+
+    let model = Model {
+        n: n as u64,
+        config,
+    };
+    let mut bodies = vec![
+        (SectionKind::Model, Codec::Raw, None, Body::Model(model)),
+        (
+            SectionKind::Metadata,
+            Codec::Raw,
+            None,
+            Body::Bytes(metadata),
+        ),
+        (
+            SectionKind::Vocabulary,
+            Codec::Zstd,
+            Some(vocab_raw_len),
+            Body::Bytes(vocab),
+        ),
+        (SectionKind::Codes, Codec::Raw, None, Body::Codes(&c.codes)),
+        (
+            SectionKind::Tensors,
+            Codec::Raw,
+            None,
+            Body::Tensors(c.composer.tensors()),
+        ),
+    ];
+    if let Some(norms) = &c.norms {
+        bodies.push((SectionKind::Norms, Codec::Raw, None, Body::Norms(norms)));
+    }
+
+    let count = bodies.len() as u32;
+    let mut offset = first_section_offset(count).unwrap_or(u64::MAX);
+    let mut planned = Vec::with_capacity(bodies.len());
+    for (kind, codec, raw_len, body) in bodies {
+        let mut tally = Tally {
+            inner: io::sink(),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        };
+        body.write_to(&mut tally)
+            .map_err(|source| FormatError::Io {
+                path: path.to_owned(),
+                action: "lay out",
+                source,
+            })?;
+        if tally.len != body.declared_len() {
+            return Err(length_bug(path, kind, tally.len, body.declared_len()));
+        }
+        let entry = SectionEntry {
+            kind,
+            flags: if kind.is_required() { FLAG_REQUIRED } else { 0 },
+            codec,
+            crc: tally.crc.finalize(),
+            offset,
+            stored_len: tally.len,
+            raw_len: raw_len.unwrap_or(tally.len),
+        };
+        offset = offset + tally.len + padding_after(offset + tally.len);
+        planned.push(Planned { entry, body });
+    }
+    Ok(planned)
+}
+
+/// Writes the planned sections after the header and table.
+fn emit<W: Write>(path: &Path, planned: &[Planned<'_>], w: &mut W) -> Result<u64, FormatError> {
+    let io_err = |source| FormatError::Io {
+        path: path.to_owned(),
+        action: "write",
+        source,
+    };
+    let table: Vec<u8> = planned.iter().flat_map(|p| p.entry.encode()).collect();
+    let last = planned.last().map(|p| p.entry);
+    let file_len = last.map_or(0, |e| e.offset + e.stored_len);
+    let header = Header {
+        major: MAJOR,
+        minor: MINOR,
+        section_count: planned.len() as u32,
+        file_len,
+        table_crc: crc32fast::hash(&table),
+    };
+    let mut tally = Tally {
+        inner: w,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    tally.write_all(&header.encode()).map_err(io_err)?;
+    tally.write_all(&table).map_err(io_err)?;
+    for p in planned {
+        let pad = p.entry.offset - tally.len;
+        sections::write_zeros(&mut tally, pad).map_err(io_err)?;
+        let before = tally.len;
+        p.body.write_to(&mut tally).map_err(io_err)?;
+        // The layout was computed from a first pass over the same data; a difference is a bug
+        // here, and a file that disagrees with its own table must never be written.
+        if tally.len - before != p.entry.stored_len {
+            return Err(length_bug(
+                path,
+                p.entry.kind,
+                tally.len - before,
+                p.entry.stored_len,
+            ));
+        }
+    }
+    tally.flush().map_err(io_err)?;
+    Ok(tally.len)
+}
+
+fn length_bug(path: &Path, kind: SectionKind, written: u64, declared: u64) -> FormatError {
+    FormatError::Unwritable {
+        path: path.to_owned(),
+        reason: format!(
+            "internal error: the {kind} section came out {written} bytes long, {declared} were declared"
+        ),
+    }
+}
+
+/// The bytes of `c` as a `.kdz` file.
+pub fn to_bytes(c: &Compressed) -> Result<Vec<u8>, FormatError> {
+    let path = Path::new("<memory>");
+    let planned = plan(path, c)?;
+    let mut out = Vec::new();
+    emit(path, &planned, &mut out)?;
+    Ok(out)
+}
+
+/// Writes `c` to `path` as a `.kdz`.
+///
+/// The file is written under a temporary name in the same directory, flushed to disk and then
+/// renamed over `path`, so a crash leaves either the old file or the complete new one, never a
+/// partial `.kdz`.
+pub fn write(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> {
+    let path = path.as_ref();
+    let planned = plan(path, c)?;
+    let io_err = |action: &'static str| {
+        move |source| FormatError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".kdz-").suffix(".tmp");
+    // tempfile creates files private (0600); a .kdz is an ordinary output and should get the
+    // permissions any new file gets, 0666 less the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(io_err("create a temporary file beside"))?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        emit(path, &planned, &mut w)?;
+        w.flush().map_err(io_err("write"))?;
+    }
+    tmp.as_file().sync_all().map_err(io_err("flush to disk"))?;
+    tmp.persist(path).map_err(|e| io_err("replace")(e.error))?;
+    Ok(())
+}

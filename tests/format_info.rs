@@ -1,0 +1,115 @@
+//! `kdcompress info` on files written into a temporary directory.
+
+mod format_support;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use format_support::{Shape, random};
+use kdcompress::composer::ComposerKind;
+use predicates::prelude::*;
+
+fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
+    let c = random(
+        5,
+        Shape {
+            kind: ComposerKind::Mlp,
+            n: 2000,
+            k: 32,
+            d_codebooks: 16,
+            code_dim: 8,
+            hidden: 4,
+            out_dim: 50,
+            norms: true,
+        },
+    );
+    let path = dir.join("sample.kdz");
+    kdcompress::format::write(&path, &c).unwrap();
+    path
+}
+
+#[test]
+fn info_reports_sections_ratio_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path());
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    let out = cargo_bin_cmd!("kdcompress")
+        .arg("info")
+        .arg(&path)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    for expected in [
+        "words (N)     2,000",
+        "dimension (d) 50",
+        "D = 16 codebooks of K = 32 codes, 5 bits each, 10 bytes per word",
+        "composer      mlp: code width d' = 8, hidden = 4",
+        "vocabulary",
+        "zstd",
+        "norms",
+        // 16 codes of 5 bits; rows are 10 bytes.
+        "bits per word      80 in codes (80 with padding to whole bytes)",
+        "N x d x 4 = 400,000 bytes",
+        "\"file_name\": \"glove.6B.50d.txt\"",
+        "\"method\": \"kd\"",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let digits = file_len.to_string();
+    let (head, tail) = digits.split_at(digits.len() - 3);
+    let size = format!("format        .kdz 1.0, {head},{tail} bytes");
+    assert!(
+        file_len >= 1000 && file_len < 1_000_000 && out.contains(&size),
+        "{size:?} in:\n{out}"
+    );
+    // The codes alone: 400,000 / 20,000 bytes.
+    assert!(out.contains("20.0x for the codes alone"), "{out}");
+    let whole = 400_000.0 / file_len as f64;
+    assert!(
+        out.contains(&format!("{whole:.1}x for the whole file")),
+        "{out}"
+    );
+    // Shares of the sections and overhead add up to the file.
+    let shares: f64 = out
+        .lines()
+        .filter_map(|l| l.strip_suffix('%'))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        (shares - 100.0).abs() < 0.5,
+        "shares sum to {shares}:\n{out}"
+    );
+}
+
+#[test]
+fn info_on_a_damaged_file_names_it_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    cargo_bin_cmd!("kdcompress")
+        .arg("info")
+        .arg(&path)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(path.to_string_lossy().as_ref()))
+        .stderr(predicate::str::contains("norms section at offset"))
+        .stderr(predicate::str::contains("is corrupt"));
+}
+
+#[test]
+fn info_on_a_missing_file_fails_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.kdz");
+    cargo_bin_cmd!("kdcompress")
+        .arg("info")
+        .arg(&path)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "absent.kdz: cannot open for reading",
+        ));
+}
