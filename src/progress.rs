@@ -24,7 +24,7 @@ pub struct EpochRecord {
     pub stage: String,
     /// Epoch or round number within the stage, from 1.
     pub epoch: usize,
-    /// Mean training loss over the epoch (`None` for search rounds, which have no loss).
+    /// Mean training loss over the epoch; for search rounds, the error over all words.
     pub train_loss: Option<f64>,
     /// Mean squared error per word on the held-out words.
     pub val_mse: f64,

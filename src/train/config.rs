@@ -100,8 +100,8 @@ pub struct TrainConfig {
     pub init: Init,
     /// Alternate table fitting and re-encoding, and re-encode through the trained composer.
     pub refine: bool,
-    /// Beam width of the initial encoding.
-    pub beam: usize,
+    /// Beam width of the initial encoding; `None`: as wide as [`TrainConfig::auto_beam`] allows.
+    pub beam: Option<usize>,
     /// Most rounds of least-squares table fitting and re-encoding.
     pub lsq_rounds: usize,
     /// Most rounds of re-encoding through the trained composer.
@@ -131,7 +131,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Where to train.
     pub device: DeviceChoice,
-    /// Threads for LibTorch and the pure-Rust parts; `None`: LibTorch's default.
+    /// Worker threads for the search stages and the measurements; `None`: one per core. On the
+    /// CPU LibTorch itself runs single-threaded (its spinning pool wastes shared cores).
     pub threads: Option<usize>,
     /// Stop starting new rounds and epochs after this many seconds (makes the result depend on
     /// the machine's speed); `None`: no limit.
@@ -143,12 +144,12 @@ impl Default for TrainConfig {
         TrainConfig {
             num_codes: 32,
             num_codebooks: 32,
-            composer: ComposerKind::Mlp,
+            composer: ComposerKind::Linear,
             code_dim: None,
             hidden: 300,
             init: Init::Rq,
             refine: true,
-            beam: 8,
+            beam: None,
             lsq_rounds: 8,
             refine_rounds: 2,
             batch_size: 512,
@@ -213,6 +214,9 @@ fn range<T: PartialOrd + fmt::Display>(
     }
 }
 
+/// Multiply-adds the automatic beam width may spend on the initial encoding.
+const BEAM_BUDGET: f64 = 8.0e11;
+
 /// Most floats any one parameter tensor may hold (4 GiB of f32).
 const MAX_TENSOR_FLOATS: usize = 1 << 30;
 
@@ -237,12 +241,9 @@ impl TrainConfig {
             self.hidden,
             (1..=65_536).contains(&self.hidden),
         )?;
-        range(
-            "--beam",
-            "in 1..=256",
-            self.beam,
-            (1..=256).contains(&self.beam),
-        )?;
+        if let Some(b) = self.beam {
+            range("--beam", "in 1..=1024", b, (1..=1024).contains(&b))?;
+        }
         range(
             "--lsq-rounds",
             "at most 1000",
@@ -360,6 +361,26 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The beam width to use for `n` words of width `dim`: the one given, else the widest power
+    /// of two from 8 to 64 whose search stays within a fixed amount of arithmetic. Wider beams
+    /// find better codes (on the 20k GloVe head, after least squares: beam 8 0.246, 16 0.224,
+    /// 32 0.208, 64 0.196) at a cost linear in the width; the budget keeps the full 400k GloVe
+    /// at K=32 D=32 to a few minutes on two cores. Depends only on sizes, never on the clock, so
+    /// results stay reproducible.
+    pub fn auto_beam(&self, n: usize, dim: usize) -> usize {
+        if let Some(b) = self.beam {
+            return b;
+        }
+        let (k, d) = (self.num_codes as f64, self.num_codebooks as f64);
+        let per_width = n.max(1) as f64 * d * (k * dim as f64 + 4.0 * (k + dim as f64));
+        let fit = BEAM_BUDGET / per_width;
+        let mut b = 8;
+        while b < 64 && (2 * b) as f64 <= fit {
+            b *= 2;
+        }
+        b
+    }
+
     /// The temperature for `epoch` (from 0) out of `epochs`.
     pub fn tau_at(&self, epoch: usize, epochs: usize) -> f64 {
         let steps = epochs.saturating_sub(1).max(1) as f64;
@@ -400,7 +421,7 @@ mod tests {
             ("-D", Box::new(|c| c.num_codebooks = 0)),
             ("--code-dim", Box::new(|c| c.code_dim = Some(0))),
             ("--hidden", Box::new(|c| c.hidden = 0)),
-            ("--beam", Box::new(|c| c.beam = 0)),
+            ("--beam", Box::new(|c| c.beam = Some(0))),
             ("--batch-size", Box::new(|c| c.batch_size = 0)),
             ("--lr", Box::new(|c| c.learning_rate = f64::NAN)),
             ("--lr", Box::new(|c| c.learning_rate = -1.0)),
@@ -441,6 +462,25 @@ mod tests {
             let err = c.validate().expect_err(name).to_string();
             assert!(err.contains(name), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn auto_beam_shrinks_with_size_and_respects_a_given_width() {
+        let c = TrainConfig::default();
+        assert_eq!(c.auto_beam(5_000, 50), 64);
+        assert_eq!(c.auto_beam(400_000, 50), 32);
+        let small = TrainConfig {
+            num_codes: 16,
+            num_codebooks: 16,
+            ..TrainConfig::default()
+        };
+        assert_eq!(small.auto_beam(400_000, 50), 64);
+        assert_eq!(c.auto_beam(10_000_000, 300), 8);
+        let given = TrainConfig {
+            beam: Some(3),
+            ..TrainConfig::default()
+        };
+        assert_eq!(given.auto_beam(5, 5), 3);
     }
 
     #[test]

@@ -98,6 +98,28 @@ impl ComposerNet {
         }
     }
 
+    /// Another handle on the same variables, for a worker thread (tensors are `Send`, not
+    /// `Sync`, so each thread needs its own handles).
+    pub fn shallow_clone(&self) -> Self {
+        ComposerNet {
+            config: self.config,
+            codebooks: self.codebooks.shallow_clone(),
+            out_weight: self.out_weight.shallow_clone(),
+            out_bias: self.out_bias.shallow_clone(),
+            hidden: self.hidden.as_ref().map(|h| Hidden {
+                weight: h.weight.shallow_clone(),
+                bias: h.bias.shallow_clone(),
+                out_weight: h.out_weight.shallow_clone(),
+            }),
+            lstm: self.lstm.as_ref().map(|l| Lstm {
+                weight_ih: l.weight_ih.shallow_clone(),
+                weight_hh: l.weight_hh.shallow_clone(),
+                bias_ih: l.bias_ih.shallow_clone(),
+                bias_hh: l.bias_hh.shallow_clone(),
+            }),
+        }
+    }
+
     /// The sizes.
     pub fn config(&self) -> &ComposerConfig {
         &self.config
@@ -295,6 +317,20 @@ impl Encoder {
             ),
             num_codebooks: num_codebooks as i64,
             num_codes: num_codes as i64,
+        }
+    }
+
+    /// Another handle on the same variables, for a worker thread.
+    pub fn shallow_clone(&self) -> Self {
+        let copy = |l: &nn::Linear| nn::Linear {
+            ws: l.ws.shallow_clone(),
+            bs: l.bs.as_ref().map(Tensor::shallow_clone),
+        };
+        Encoder {
+            hidden: copy(&self.hidden),
+            logits: copy(&self.logits),
+            num_codebooks: self.num_codebooks,
+            num_codes: self.num_codes,
         }
     }
 

@@ -6,7 +6,8 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{ComposerNet, Encoder, mean_entropy, reconstruction_loss, straight_through};
-use super::search;
+use super::parallel::{chunks, par_chunks};
+use super::search::{self, Normal};
 use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::codes::Codes;
 use crate::composer::{ComposerConfig, ComposerKind};
@@ -18,8 +19,9 @@ use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 const MAX_VAL: usize = 10_000;
 /// Distinguishes the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x5EED_0F_5B1D;
-/// Points per code for the k-means of each table, and an absolute cap.
-const KMEANS_POINTS_PER_CODE: usize = 256;
+/// Words per code sampled to learn the tables, and a cap. Deep tables model small residuals
+/// and need many points: on the 20k GloVe head, 4k sampled words give RQ error 0.35, 16k 0.27.
+const KMEANS_POINTS_PER_CODE: usize = 1024;
 const KMEANS_MAX_POINTS: usize = 65_536;
 const KMEANS_ITERATIONS: usize = 15;
 /// Ridge of the least-squares fit, relative to the mean number of words per code.
@@ -28,6 +30,8 @@ const RIDGE: f64 = 1e-4;
 const ICM_SWEEPS: usize = 2;
 /// A round must lower the validation error by this share to earn another.
 const MIN_GAIN: f64 = 1e-3;
+/// Learning rate of training with fixed codes, as a share of `--lr`.
+const FIXED_CODES_LR_SHARE: f64 = 0.1;
 /// Weight of the reconstruction through the encoder's straight-through codes when distilling.
 const DISTILL_RECON_WEIGHT: f64 = 0.1;
 
@@ -42,6 +46,7 @@ struct Data<'a> {
     k: i64,
     device: Device,
     code_kind: Kind,
+    workers: usize,
     train_rows: Tensor,
     val_rows: Tensor,
     train_mask: Tensor,
@@ -89,72 +94,156 @@ impl Data<'_> {
         Tensor::from_slice(&v).to_device(self.device)
     }
 
-    /// Applies `f` to chunks of rows (`x` rows and their current codes) and collects new codes.
-    fn encode_all(
+    /// Runs `f(state, x rows, their current codes)` over chunks of rows on the workers and
+    /// gathers the new codes. `state` makes one worker's handles (called here, once per worker).
+    fn encode_all<S: Send>(
         &self,
         out: &mut Out,
         codes: Option<&Tensor>,
         per_row: i64,
-        f: &dyn Fn(&Tensor, Option<&Tensor>) -> Tensor,
+        state: impl Fn() -> S,
+        f: impl Fn(&mut S, &Tensor, Option<&Tensor>) -> Tensor + Sync,
     ) -> Tensor {
-        tch::no_grad(|| {
-            let result = Tensor::zeros([self.n, self.dd], (self.code_kind, self.device));
-            let step = search::chunk_rows(per_row);
-            let t0 = Instant::now();
-            for s in (0..self.n).step_by(step as usize) {
-                let len = step.min(self.n - s);
-                let xc = self.x.narrow(0, s, len);
-                let cc = codes.map(|c| c.narrow(0, s, len));
-                let new = f(&xc, cc.as_ref());
-                let mut dst = result.narrow(0, s, len);
-                dst.copy_(&new.to_kind(self.code_kind));
-                let done = (s + len) as f64;
+        let parts = chunks(self.n, search::chunk_rows(per_row));
+        let states: Vec<_> = (0..self.workers.min(parts.len()))
+            .map(|_| {
+                (
+                    self.x.shallow_clone(),
+                    codes.map(Tensor::shallow_clone),
+                    state(),
+                )
+            })
+            .collect();
+        let code_kind = self.code_kind;
+        let t0 = Instant::now();
+        let mut done = 0;
+        let (_, results) = par_chunks(
+            states,
+            &parts,
+            |(x, c, st), s, len| {
+                let cc = c.as_ref().map(|c| c.narrow(0, s, len));
+                f(st, &x.narrow(0, s, len), cc.as_ref()).to_kind(code_kind)
+            },
+            |len| {
+                done += len;
                 out.progress.tick(&Tick {
-                    done: (s + len) as u64,
-                    samples_per_sec: Some(done / t0.elapsed().as_secs_f64().max(1e-9)),
+                    done: done as u64,
+                    samples_per_sec: Some(done as f64 / t0.elapsed().as_secs_f64().max(1e-9)),
                     ..Tick::default()
                 });
-            }
-            result
-        })
+            },
+        );
+        Tensor::cat(&results, 0)
     }
 
-    /// Decodes every word in chunks into a host matrix.
-    fn decode_all(&self, codes: &Tensor, per_row: i64, f: &dyn Fn(&Tensor) -> Tensor) -> Vec<f32> {
-        tch::no_grad(|| {
-            let mut all = Vec::with_capacity((self.n * self.d) as usize);
-            let step = search::chunk_rows(per_row);
-            for s in (0..self.n).step_by(step as usize) {
-                let len = step.min(self.n - s);
-                let y = f(&codes.narrow(0, s, len))
+    /// Decodes every word into a host matrix, each worker writing its chunks in place.
+    fn decode_all(&self, codes: &Tensor, decoder: &Decoder) -> Vec<f32> {
+        let d = self.d as usize;
+        let step = search::chunk_rows(decoder.per_row());
+        let parts = chunks(self.n, step);
+        let mut all = vec![0f32; self.n as usize * d];
+        let workers = self.workers.min(parts.len()).max(1);
+        // Chunk j goes to worker j % workers, in order, so each worker takes its slices in turn.
+        let mut slices: Vec<std::collections::VecDeque<&mut [f32]>> =
+            (0..workers).map(|_| Default::default()).collect();
+        for (j, slice) in all.chunks_mut(step as usize * d).enumerate() {
+            slices[j % workers].push_back(slice);
+        }
+        let states: Vec<_> = slices
+            .into_iter()
+            .map(|s| (codes.shallow_clone(), decoder.fork(), s))
+            .collect();
+        par_chunks(
+            states,
+            &parts,
+            |(c, dec, slices), s, len| {
+                let y = dec
+                    .decode(&c.narrow(0, s, len))
                     .to_device(Device::Cpu)
                     .to_kind(Kind::Float)
                     .contiguous();
-                let mut buf = vec![0f32; (len * self.d) as usize];
-                let len = buf.len();
-                y.copy_data(&mut buf, len);
-                all.extend_from_slice(&buf);
-            }
-            all
-        })
+                if let Some(dst) = slices.pop_front() {
+                    let n = dst.len();
+                    y.copy_data(dst, n);
+                }
+            },
+            |_| {},
+        );
+        all
     }
 
     /// Mean squared error per held-out word.
-    fn val_mse(&self, codes: &Tensor, per_row: i64, f: &dyn Fn(&Tensor) -> Tensor) -> f64 {
-        tch::no_grad(|| {
-            let nv = self.val_rows.size()[0];
-            let step = search::chunk_rows(per_row);
-            let mut total = 0.0;
-            for s in (0..nv).step_by(step as usize) {
-                let rows = self.val_rows.narrow(0, s, step.min(nv - s));
-                let y = f(&codes.index_select(0, &rows));
-                let err = (y - self.x.index_select(0, &rows))
+    fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> f64 {
+        self.mse_of(codes, Some(&self.val_rows), decoder)
+    }
+
+    /// Mean squared error per word over `rows` (all words if `None`).
+    fn mse_of(&self, codes: &Tensor, rows: Option<&Tensor>, decoder: &Decoder) -> f64 {
+        let count = rows.map_or(self.n, |r| r.size()[0]);
+        let parts = chunks(count, search::chunk_rows(decoder.per_row()));
+        let states: Vec<_> = (0..self.workers.min(parts.len()))
+            .map(|_| {
+                (
+                    self.x.shallow_clone(),
+                    codes.shallow_clone(),
+                    rows.map(Tensor::shallow_clone),
+                    decoder.fork(),
+                )
+            })
+            .collect();
+        let (_, sums) = par_chunks(
+            states,
+            &parts,
+            |(x, c, r, dec), s, len| {
+                let (c, x) = match r {
+                    Some(r) => {
+                        let r = r.narrow(0, s, len);
+                        (c.index_select(0, &r), x.index_select(0, &r))
+                    }
+                    None => (c.narrow(0, s, len), x.narrow(0, s, len)),
+                };
+                (dec.decode(&c) - x)
                     .square()
-                    .sum(Kind::Double);
-                total += err.double_value(&[]);
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            },
+            |_| {},
+        );
+        sums.iter().sum::<f64>() / count.max(1) as f64
+    }
+}
+
+/// What turns codes into vectors at some stage: the additive tables, or the composer.
+enum Decoder {
+    Additive(Tensor),
+    Net(ComposerNet),
+}
+
+impl Decoder {
+    fn fork(&self) -> Self {
+        match self {
+            Decoder::Additive(t) => Decoder::Additive(t.shallow_clone()),
+            Decoder::Net(n) => Decoder::Net(n.shallow_clone()),
+        }
+    }
+
+    fn decode(&self, codes: &Tensor) -> Tensor {
+        match self {
+            Decoder::Additive(t) => search::additive_decode(t, codes),
+            Decoder::Net(n) => n.decode(codes),
+        }
+    }
+
+    /// Floats of scratch per decoded row, to size chunks.
+    fn per_row(&self) -> i64 {
+        let c = match self {
+            Decoder::Additive(t) => {
+                let s = t.size();
+                return s[0] * s[2] * 2;
             }
-            total / nv.max(1) as f64
-        })
+            Decoder::Net(n) => *n.config(),
+        };
+        (c.num_codebooks * c.code_dim * 2 + c.hidden * 6 + c.out_dim * 2) as i64
     }
 }
 
@@ -194,6 +283,14 @@ pub(super) fn run(
 ) -> Result<Trained, TrainError> {
     let start = Instant::now();
     tch::manual_seed(cfg.seed as i64);
+    let workers = cfg
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if device == Device::Cpu {
+        // Parallelism comes from row chunks on plain threads (see `parallel`); LibTorch's own
+        // spinning pool would only compete with them.
+        tch::set_num_threads(1);
+    }
     let n = emb.len();
     let d = emb.dim();
     let host = emb.matrix();
@@ -228,6 +325,7 @@ pub(super) fn run(
         k,
         device,
         code_kind: if k <= 1 << 15 { Kind::Int16 } else { Kind::Int },
+        workers,
         train_rows: Tensor::new(),
         val_rows: Tensor::new(),
         train_mask: Tensor::from_slice(&mask).to_device(device),
@@ -239,7 +337,7 @@ pub(super) fn run(
 
     *stage = "reference neighbours".into();
     progress.message(&format!(
-        "{n} words of {d} dims on {}; {n_val} held out for validation",
+        "{n} words of {d} dims on {} ({workers} worker threads); {n_val} held out for validation",
         device_name(device)
     ));
     let reference = NeighbourReference::new(host, d, NEIGHBOUR_SAMPLES, NEIGHBOURS, cfg.seed)?;
@@ -264,17 +362,28 @@ pub(super) fn run(
     let net = ComposerNet::new(&vs.root(), composer_cfg);
     let encoder = (cfg.init == Init::Random || cfg.distill)
         .then(|| Encoder::new(&vs.root(), d, cfg.hidden, cfg.num_codebooks, cfg.num_codes));
-    let net_row = dd * composer_cfg.code_dim as i64 * 2 + cfg.hidden as i64 * 6 + data.d * 2;
+    let net_decoder = Decoder::Net(net.shallow_clone());
+    // After least squares and ICM a linear composer has nothing left to learn with these codes,
+    // and re-encoding through it is the ICM that already converged.
+    let linear_is_optimal = cfg.init == Init::Rq
+        && cfg.refine
+        && cfg.lsq_rounds > 0
+        && cfg.composer == ComposerKind::Linear
+        && encoder.is_none();
 
     let mut codes = match cfg.init {
         Init::Rq => {
-            let (tables, mut codes) = stage_rq(&data, &mut out)?;
-            let mut tables = tables;
+            let (mut tables, mut codes) = stage_rq(&data, &mut out)?;
             if cfg.refine && cfg.lsq_rounds > 0 {
                 (tables, codes) = stage_lsq(&data, &mut out, tables, codes)?;
             }
             init_from_tables(&net, &tables);
-            if cfg.epochs > 0 {
+            if linear_is_optimal {
+                out.progress.message(
+                    "composer: the least-squares tables are already the best linear composer for \
+                     these codes; no gradient training needed",
+                );
+            } else if cfg.epochs > 0 {
                 let t0 = Instant::now();
                 out.begin("composer", 0);
                 train_fixed(
@@ -287,7 +396,7 @@ pub(super) fn run(
                     &codes,
                     cfg.epochs,
                 )?;
-                let decoded = data.decode_all(&codes, net_row, &|c| net.decode(c));
+                let decoded = data.decode_all(&codes, &net_decoder);
                 out.finish(&data, "composer", t0.elapsed().as_secs_f64(), &decoded)?;
             }
             codes
@@ -297,18 +406,25 @@ pub(super) fn run(
             out.begin("end-to-end", 0);
             let enc = encoder.as_ref().expect("random init builds an encoder");
             train_end_to_end(&data, &mut out, &vs, &net, enc)?;
-            let codes =
-                data.encode_all(&mut out, None, dd * k * 2 + cfg.hidden as i64, &|xc, _| {
-                    enc.logits(xc).argmax(-1, false)
-                });
-            let decoded = data.decode_all(&codes, net_row, &|c| net.decode(c));
+            let codes = data.encode_all(
+                &mut out,
+                None,
+                dd * k * 2 + cfg.hidden as i64,
+                || enc.shallow_clone(),
+                |e, xc, _| e.logits(xc).argmax(-1, false),
+            );
+            let decoded = data.decode_all(&codes, &net_decoder);
             out.finish(&data, "end-to-end", t0.elapsed().as_secs_f64(), &decoded)?;
             codes
         }
     };
 
-    if cfg.refine && cfg.refine_rounds > 0 && (net.mapped_tables().is_some() || encoder.is_some()) {
-        codes = stage_refine(&data, &mut out, &vs, &net, encoder.as_ref(), codes, net_row)?;
+    if cfg.refine
+        && cfg.refine_rounds > 0
+        && !linear_is_optimal
+        && (net.mapped_tables().is_some() || encoder.is_some())
+    {
+        codes = stage_refine(&data, &mut out, &vs, &net, encoder.as_ref(), codes)?;
     }
 
     *out.stage = "export".into();
@@ -318,7 +434,7 @@ pub(super) fn run(
     composer.decode_batch(codes.as_slice(), &mut decoded);
     let report = TrainReport {
         device: device_name(device),
-        threads: tch::get_num_threads().max(1) as usize,
+        threads: workers,
         stages: out.stages.clone(),
         mse: eval::mse(host, &decoded, d)?,
         mean_cosine: eval::mean_cosine(host, &decoded, d)?,
@@ -361,26 +477,67 @@ fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> 
     let m = (n_train as usize)
         .min(KMEANS_POINTS_PER_CODE * cfg.num_codes)
         .min(KMEANS_MAX_POINTS) as i64;
+    let beam = cfg.auto_beam(data.n as usize, data.d as usize) as i64;
     let tables = tch::no_grad(|| {
         let pick = Tensor::randperm(n_train, (Kind::Int64, data.device)).narrow(0, 0, m);
         let sample = data
             .x
             .index_select(0, &data.train_rows.index_select(0, &pick));
-        search::residual_kmeans(&sample, data.dd, data.k, KMEANS_ITERATIONS)
+        // Training the tables along a beam (as faiss does) measured no better than greedy
+        // residuals on the 20k head, at several times the cost.
+        search::residual_kmeans(&sample, data.dd, data.k, KMEANS_ITERATIONS, 1)
     });
     out.progress.message(&format!(
-        "rq: residual k-means on {m} words, beam search of width {} over every word",
-        cfg.beam
+        "rq: tables by residual k-means on {m} words, every word encoded by beam search (width {beam})"
     ));
-    let beam = cfg.beam as i64;
-    let codes = data.encode_all(out, None, beam * (data.k + data.d) * 3, &|xc, _| {
-        search::beam_encode(xc, &tables, beam)
-    });
-    let decoded = data.decode_all(&codes, data.dd * data.d, &|c| {
-        search::additive_decode(&tables, c)
-    });
+    let codes = data.encode_all(
+        out,
+        None,
+        beam * (data.k + data.d) * 3,
+        || tables.shallow_clone(),
+        |t, xc, _| search::beam_encode(xc, t, beam),
+    );
+    let decoded = data.decode_all(&codes, &Decoder::Additive(tables.shallow_clone()));
     out.finish(data, "rq", t0.elapsed().as_secs_f64(), &decoded)?;
     Ok((tables, codes))
+}
+
+/// The joint least-squares tables for `codes`, over the training words, on the workers.
+fn fit_tables(data: &Data, codes: &Tensor, old: &Tensor) -> Tensor {
+    let (dd, k, d) = (data.dd, data.k, data.d);
+    if dd * k > search::JOINT_LIMIT {
+        return tch::no_grad(|| search::fit_blockwise(&data.x, codes, Some(&data.train_mask), old));
+    }
+    let parts = chunks(data.n, search::chunk_rows(dd * dd * 2));
+    let states: Vec<_> = (0..data.workers.min(parts.len()))
+        .map(|_| {
+            (
+                data.x.shallow_clone(),
+                codes.shallow_clone(),
+                data.train_mask.shallow_clone(),
+                Normal::new(dd, k, d, data.device),
+            )
+        })
+        .collect();
+    let (states, _) = par_chunks(
+        states,
+        &parts,
+        |(x, c, m, normal), s, len| {
+            let (xc, cc) = search::chunk(x, c, Some(m), s, len);
+            normal.add(&xc, &cc);
+        },
+        |_| {},
+    );
+    tch::no_grad(|| {
+        let mut iter = states.into_iter().map(|(_, _, _, n)| n);
+        let mut total = iter.next().expect("at least one worker");
+        for other in iter {
+            total.merge(&other);
+        }
+        total
+            .solve(RIDGE)
+            .unwrap_or_else(|| search::fit_blockwise(&data.x, codes, Some(&data.train_mask), old))
+    })
 }
 
 fn stage_lsq(
@@ -392,35 +549,32 @@ fn stage_lsq(
     let cfg = data.cfg;
     let t0 = Instant::now();
     out.begin("lsq", data.n as u64);
-    let row = data.dd * data.d;
-    let mut best = data.val_mse(&codes, row, &|c| search::additive_decode(&tables, c));
+    // Every word is compressed, so rounds are judged by the error over all words (which a round
+    // cannot raise on the words it fits); the held-out error is logged to show generalisation.
+    let mut best = data.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
     for round in 1..=cfg.lsq_rounds {
         if data.out_of_time() {
             out.progress.message("lsq: time limit reached");
             break;
         }
         let r0 = Instant::now();
-        let new_tables = tch::no_grad(|| {
-            search::fit_tables(&data.x, &codes, Some(&data.train_mask), &tables, RIDGE)
-        });
+        let new_tables = fit_tables(data, &codes, &tables);
         out.begin("lsq", data.n as u64);
-        let new_codes = data.encode_all(out, Some(&codes), data.k * 4 + data.d * 4, &|xc, cc| {
-            search::icm(
-                xc,
-                cc.expect("lsq re-encodes current codes"),
-                &new_tables,
-                ICM_SWEEPS,
-            )
-        });
-        let v = data.val_mse(&new_codes, row, &|c| {
-            search::additive_decode(&new_tables, c)
-        });
-        let improved = v < best;
+        let new_codes = data.encode_all(
+            out,
+            Some(&codes),
+            data.k * 4 + data.d * 4,
+            || new_tables.shallow_clone(),
+            |t, xc, cc| search::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
+        );
+        let decoder = Decoder::Additive(new_tables.shallow_clone());
+        let all = data.mse_of(&new_codes, None, &decoder);
+        let improved = all < best;
         out.progress.epoch(&EpochRecord {
             stage: "lsq".into(),
             epoch: round,
-            train_loss: None,
-            val_mse: v,
+            train_loss: Some(all),
+            val_mse: data.val_mse(&new_codes, &decoder),
             best: improved,
             tau: None,
             learning_rate: None,
@@ -430,13 +584,13 @@ fn stage_lsq(
         if !improved {
             break;
         }
-        let gain = (best - v) / best.max(f64::MIN_POSITIVE);
-        (tables, codes, best) = (new_tables, new_codes, v);
+        let gain = (best - all) / best.max(f64::MIN_POSITIVE);
+        (tables, codes, best) = (new_tables, new_codes, all);
         if gain < MIN_GAIN {
             break;
         }
     }
-    let decoded = data.decode_all(&codes, row, &|c| search::additive_decode(&tables, c));
+    let decoded = data.decode_all(&codes, &Decoder::Additive(tables.shallow_clone()));
     out.finish(data, "lsq", t0.elapsed().as_secs_f64(), &decoded)?;
     Ok((tables, codes))
 }
@@ -499,13 +653,14 @@ fn epochs_loop(
     stage: &str,
     vs: &nn::VarStore,
     epochs: usize,
+    learning_rate: f64,
     tau: &dyn Fn(usize) -> Option<f64>,
     step: &dyn Fn(&Tensor, usize) -> Tensor,
     validate: &dyn Fn() -> f64,
 ) -> Result<f64, TrainError> {
     let cfg = data.cfg;
     let mut opt = nn::Adam::default()
-        .build(vs, cfg.learning_rate)
+        .build(vs, learning_rate)
         .map_err(|e| torch_err(stage, e))?;
     let n_train = data.train_rows.size()[0];
     let bs = cfg.batch_size as i64;
@@ -524,8 +679,7 @@ fn epochs_loop(
         }
         let t0 = Instant::now();
         let phase = epoch as f64 / epochs.max(1) as f64;
-        let lr =
-            cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * phase).cos()));
+        let lr = learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * phase).cos()));
         opt.set_lr(lr);
         let order = data
             .train_rows
@@ -595,7 +749,6 @@ fn train_fixed(
 ) -> Result<f64, TrainError> {
     let cfg = data.cfg;
     let k = data.k;
-    let row = data.dd * net.config().code_dim as i64 * 2 + cfg.hidden as i64 * 4;
     let step = |rows: &Tensor, epoch: usize| {
         let xb = data.x.index_select(0, rows);
         let cb = codes.index_select(0, rows).to_kind(Kind::Int64);
@@ -605,13 +758,16 @@ fn train_fixed(
             let ce = logits.view([-1, k]).cross_entropy_for_logits(&cb.view(-1));
             let r = straight_through(&logits, cfg.tau_at(epoch, epochs));
             let y = net.compose(&net.code_vectors_soft(&r.straight_through));
-            loss = loss + ce + DISTILL_RECON_WEIGHT * reconstruction_loss(&y, &xb);
+            loss = loss + ce + reconstruction_loss(&y, &xb) * DISTILL_RECON_WEIGHT;
         }
         loss
     };
-    let validate = || data.val_mse(codes, row, &|c| net.decode(c));
+    let decoder = Decoder::Net(net.shallow_clone());
+    let validate = || data.val_mse(codes, &decoder);
     let tau = |e: usize| encoder.map(|_| cfg.tau_at(e, epochs));
-    epochs_loop(data, out, stage, vs, epochs, &tau, &step, &validate)
+    // The codes and tables already fit well; a full-size Adam step would first undo that.
+    let lr = cfg.learning_rate * FIXED_CODES_LR_SHARE;
+    epochs_loop(data, out, stage, vs, epochs, lr, &tau, &step, &validate)
 }
 
 /// The paper's recipe: encoder and composer trained end to end through straight-through codes.
@@ -630,7 +786,7 @@ fn train_end_to_end(
         let y = net.compose(&net.code_vectors_soft(&r.straight_through));
         let mut loss = reconstruction_loss(&y, &xb);
         if cfg.entropy_weight > 0.0 {
-            loss = loss + cfg.entropy_weight * mean_entropy(&r.soft);
+            loss = loss + mean_entropy(&r.soft) * cfg.entropy_weight;
         }
         loss
     };
@@ -643,7 +799,17 @@ fn train_end_to_end(
         })
     };
     let tau = |e: usize| Some(cfg.tau_at(e, epochs));
-    epochs_loop(data, out, "end-to-end", vs, epochs, &tau, &step, &validate)
+    epochs_loop(
+        data,
+        out,
+        "end-to-end",
+        vs,
+        epochs,
+        cfg.learning_rate,
+        &tau,
+        &step,
+        &validate,
+    )
 }
 
 /// Squared error of each row.
@@ -651,8 +817,41 @@ fn row_errors(y: &Tensor, x: &Tensor) -> Tensor {
     (y - x).square().sum_dim_intlist(1, false, None::<Kind>)
 }
 
+/// New codes for rows `xc` (current codes `cc`) through the composer: ICM on the composer's
+/// additive part with the rest held at its current value, and the encoder's argmax; each row
+/// keeps whichever codes decode closest, its current ones included.
+fn reencode(
+    net: &ComposerNet,
+    mapped: Option<&Tensor>,
+    encoder: Option<&Encoder>,
+    xc: &Tensor,
+    cc: &Tensor,
+) -> Tensor {
+    let cc = cc.to_kind(Kind::Int64);
+    let mut best_codes = cc.shallow_clone();
+    let mut best_err = row_errors(&net.decode(&cc), xc);
+    let mut consider = |cand: Tensor| {
+        let err = row_errors(&net.decode(&cand), xc);
+        let better = err.lt_tensor(&best_err);
+        best_codes = cand.where_self(&better.unsqueeze(1), &best_codes);
+        best_err = err.minimum(&best_err);
+    };
+    if let Some(m) = mapped {
+        let s = net
+            .code_vectors(&cc)
+            .sum_dim_intlist(1, false, None::<Kind>);
+        if let Some(offset) = net.offset_of_sum(&s) {
+            consider(search::icm(&(xc - offset), &cc, m, ICM_SWEEPS));
+        }
+    }
+    if let Some(enc) = encoder {
+        consider(enc.logits(xc).argmax(-1, false));
+    }
+    best_codes
+}
+
 /// Re-encodes every word through the trained composer, keeping new codes only where they decode
-/// closer, then fine-tunes the composer; repeats while the held-out error falls.
+/// closer, then fine-tunes the composer; repeats while the error over all words falls.
 fn stage_refine(
     data: &Data,
     out: &mut Out,
@@ -660,13 +859,12 @@ fn stage_refine(
     net: &ComposerNet,
     encoder: Option<&Encoder>,
     mut codes: Tensor,
-    net_row: i64,
 ) -> Result<Tensor, TrainError> {
     let cfg = data.cfg;
     let t0 = Instant::now();
     out.begin("refine", data.n as u64);
-    let decode = |c: &Tensor| net.decode(c);
-    let mut best = data.val_mse(&codes, net_row, &decode);
+    let decoder = Decoder::Net(net.shallow_clone());
+    let mut best = data.mse_of(&codes, None, &decoder);
     let fine_tune = (cfg.epochs / 4).max(1);
     for round in 1..=cfg.refine_rounds {
         if data.out_of_time() {
@@ -676,31 +874,22 @@ fn stage_refine(
         let r0 = Instant::now();
         out.begin("refine", data.n as u64);
         let mapped = tch::no_grad(|| net.mapped_tables());
-        let new_codes = data.encode_all(out, Some(&codes), net_row + data.k * 4, &|xc, cc| {
-            let cc = cc
-                .expect("refine re-encodes current codes")
-                .to_kind(Kind::Int64);
-            let mut best_codes = cc.shallow_clone();
-            let mut best_err = row_errors(&net.decode(&cc), xc);
-            let mut consider = |cand: Tensor| {
-                let err = row_errors(&net.decode(&cand), xc);
-                let better = err.lt_tensor(&best_err);
-                best_codes = cand.where_self(&better.unsqueeze(1), &best_codes);
-                best_err = err.minimum(&best_err);
-            };
-            if let Some(m) = &mapped {
-                let s = net
-                    .code_vectors(&cc)
-                    .sum_dim_intlist(1, false, None::<Kind>);
-                if let Some(offset) = net.offset_of_sum(&s) {
-                    consider(search::icm(&(xc - offset), &cc, m, ICM_SWEEPS));
-                }
-            }
-            if let Some(enc) = encoder {
-                consider(enc.logits(xc).argmax(-1, false));
-            }
-            best_codes
-        });
+        let new_codes = data.encode_all(
+            out,
+            Some(&codes),
+            decoder.per_row() * 3 + data.k * 4,
+            || {
+                (
+                    net.shallow_clone(),
+                    mapped.as_ref().map(Tensor::shallow_clone),
+                    encoder.map(Encoder::shallow_clone),
+                )
+            },
+            |(n, m, e), xc, cc| {
+                let cc = cc.expect("refine re-encodes current codes");
+                reencode(n, m.as_ref(), e.as_ref(), xc, cc)
+            },
+        );
         let changed = tch::no_grad(|| {
             new_codes
                 .ne_tensor(&codes)
@@ -709,33 +898,33 @@ fn stage_refine(
                 .int64_value(&[])
         });
         codes = new_codes;
-        let v_codes = data.val_mse(&codes, net_row, &decode);
+        let after = data.mse_of(&codes, None, &decoder);
         out.progress.message(&format!(
-            "refine round {round}: {changed} words took new codes; held-out error {v_codes:.4}"
+            "refine round {round}: {changed} words took new codes; error over all words {after:.4}"
         ));
         if cfg.epochs > 0 {
-            train_fixed(data, out, "refine", vs, net, encoder, &codes, fine_tune)?;
+            train_fixed(data, out, "fine-tune", vs, net, encoder, &codes, fine_tune)?;
         }
-        let v = data.val_mse(&codes, net_row, &decode);
-        let improved = v < best;
+        let all = data.mse_of(&codes, None, &decoder);
+        let improved = all < best;
         out.progress.epoch(&EpochRecord {
             stage: "refine".into(),
             epoch: round,
-            train_loss: None,
-            val_mse: v,
+            train_loss: Some(all),
+            val_mse: data.val_mse(&codes, &decoder),
             best: improved,
             tau: None,
             learning_rate: None,
             samples_per_sec: data.n as f64 / r0.elapsed().as_secs_f64().max(1e-9),
             elapsed_secs: data.elapsed(),
         });
-        let gain = (best - v) / best.max(f64::MIN_POSITIVE);
-        best = best.min(v);
+        let gain = (best - all) / best.max(f64::MIN_POSITIVE);
+        best = best.min(all);
         if gain < MIN_GAIN {
             break;
         }
     }
-    let decoded = data.decode_all(&codes, net_row, &decode);
+    let decoded = data.decode_all(&codes, &decoder);
     out.finish(data, "refine", t0.elapsed().as_secs_f64(), &decoded)?;
     Ok(codes)
 }

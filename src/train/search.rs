@@ -97,60 +97,96 @@ pub fn kmeans(points: &Tensor, k: i64, iterations: usize) -> Tensor {
     centroids
 }
 
-/// Residual k-means tables `[D, K, d]` learned on `sample` (rows of word vectors): table i is
-/// k-means of what tables 0..i leave unexplained.
+/// Residual k-means tables `[D, K, d]` learned on `sample` (rows of word vectors), the way a
+/// residual quantizer with beam search trains: table i is k-means of what the `beam` best
+/// partial encodings of each sample row (with tables 0..i) leave unexplained.
 pub fn residual_kmeans(
     sample: &Tensor,
     num_codebooks: i64,
     num_codes: i64,
     iterations: usize,
+    beam: i64,
 ) -> Tensor {
-    let mut residual = sample.copy();
+    let (m, d) = (sample.size()[0], sample.size()[1]);
+    let mut state = Beam::start(sample);
     let mut tables = Vec::with_capacity(num_codebooks as usize);
     for _ in 0..num_codebooks {
-        let c = kmeans(&residual, num_codes, iterations);
-        let a = assign(&residual, &c);
-        residual = residual - c.index_select(0, &a);
-        tables.push(c);
+        let table = kmeans(&state.residual.reshape([-1, d]), num_codes, iterations);
+        let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
+        state.extend(&table, &norms, beam);
+        tables.push(table);
     }
+    debug_assert_eq!(state.residual.size()[0], m);
     Tensor::stack(&tables, 0)
+}
+
+/// The state of a beam search over positions: the `w` best partial encodings of each row.
+struct Beam {
+    /// What each partial encoding leaves unexplained, `[B, w, d]`.
+    residual: Tensor,
+    /// Squared norm of `residual` minus that of the row, `[B, w]` (only differences matter).
+    dist: Tensor,
+    /// Per extended position: which earlier entry each entry extends, and its code, `[B, w]`.
+    from: Vec<Tensor>,
+    code: Vec<Tensor>,
+}
+
+impl Beam {
+    fn start(x: &Tensor) -> Self {
+        let b = x.size()[0];
+        Beam {
+            residual: x.unsqueeze(1),
+            dist: Tensor::zeros([b, 1], (Kind::Float, x.device())),
+            from: Vec::new(),
+            code: Vec::new(),
+        }
+    }
+
+    /// Extends every entry by every code of `table` (`[K, d]`, squared norms `norms`) and keeps
+    /// the `beam` best.
+    fn extend(&mut self, table: &Tensor, norms: &Tensor, beam: i64) {
+        let s = self.residual.size();
+        let (b, width, d) = (s[0], s[1], s[2]);
+        let k = table.size()[0];
+        let cand = self.dist.unsqueeze(2) - self.residual.matmul(&table.tr()) * 2.0
+            + norms.view([1, 1, k]);
+        let keep = beam.min(width * k);
+        let (val, ix) = cand.view([b, width * k]).topk(keep, 1, false, true);
+        let from = ix.divide_scalar_mode(k, "floor");
+        let code = ix.remainder(k);
+        self.residual =
+            self.residual
+                .gather(1, &from.unsqueeze(2).expand([b, keep, d], false), false)
+                - table.index_select(0, &code.view(-1)).view([b, keep, d]);
+        self.dist = val;
+        self.from.push(from);
+        self.code.push(code);
+    }
+
+    /// The codes of the best entry, `[B, D]`, traced back through `from`.
+    fn best(&self) -> Tensor {
+        let b = self.residual.size()[0];
+        let mut at = Tensor::zeros([b, 1], (Kind::Int64, self.residual.device()));
+        let mut cols = Vec::with_capacity(self.code.len());
+        for (from, code) in self.from.iter().zip(&self.code).rev() {
+            cols.push(code.gather(1, &at, false));
+            at = from.gather(1, &at, false);
+        }
+        cols.reverse();
+        Tensor::cat(&cols, 1)
+    }
 }
 
 /// Beam search over positions 0..D in order (the residual quantizer's encoder): keeps the
 /// `beam` best partial sums, extends each by every code of the next table. `x` `[B, d]`;
 /// returns codes `[B, D]` Int64.
 pub fn beam_encode(x: &Tensor, tables: &Tensor, beam: i64) -> Tensor {
-    let s = tables.size();
-    let (dd, k) = (s[0], s[1]);
-    let b = x.size()[0];
-    let dev = x.device();
     let norms = tables.square().sum_dim_intlist(2, false, None::<Kind>);
-    let mut residual = x.unsqueeze(1);
-    let mut dist = Tensor::zeros([b, 1], (Kind::Float, dev));
-    let mut paths = Tensor::zeros([b, 1, 0], (Kind::Int64, dev));
-    for i in 0..dd {
-        let t = tables.get(i);
-        let width = residual.size()[1];
-        let cand =
-            dist.unsqueeze(2) - residual.matmul(&t.tr()) * 2.0 + norms.get(i).view([1, 1, k]);
-        let keep = beam.min(width * k);
-        let (val, ix) = cand.view([b, width * k]).topk(keep, 1, false, true);
-        let from = ix.divide_scalar_mode(k, "floor");
-        let code = ix.remainder(k);
-        let d = residual.size()[2];
-        residual = residual.gather(1, &from.unsqueeze(2).expand([b, keep, d], false), false)
-            - t.index_select(0, &code.view(-1)).view([b, keep, d]);
-        let plen = paths.size()[2];
-        paths = Tensor::cat(
-            &[
-                paths.gather(1, &from.unsqueeze(2).expand([b, keep, plen], false), false),
-                code.unsqueeze(2),
-            ],
-            2,
-        );
-        dist = val;
+    let mut state = Beam::start(x);
+    for i in 0..tables.size()[0] {
+        state.extend(&tables.get(i), &norms.get(i), beam);
     }
-    paths.select(1, 0)
+    state.best()
 }
 
 /// One pass of iterated conditional modes per sweep: each position in turn takes the code that
@@ -190,17 +226,32 @@ pub fn fit_tables(
 ) -> Tensor {
     let s = old.size();
     let (dd, k, d) = (s[0], s[1], s[2]);
-    let dk = dd * k;
-    if dk <= JOINT_LIMIT {
-        fit_joint(x, codes, rows, dd, k, d, ridge)
-            .unwrap_or_else(|| fit_blockwise(x, codes, rows, old))
-    } else {
-        fit_blockwise(x, codes, rows, old)
+    if dd * k <= JOINT_LIMIT {
+        let mut normal = Normal::new(dd, k, d, x.device());
+        let n = x.size()[0];
+        for st in (0..n).step_by(chunk_rows(dd * dd * 2) as usize) {
+            let len = chunk_rows(dd * dd * 2).min(n - st);
+            let (xc, cc) = chunk(x, codes, rows, st, len);
+            normal.add(&xc, &cc);
+        }
+        if let Some(t) = normal.solve(ridge) {
+            return t;
+        }
     }
+    fit_blockwise(x, codes, rows, old)
 }
 
-/// Rows `s..s+len` of `x` and `codes`, keeping only those selected by `rows`.
-fn chunk(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, s: i64, len: i64) -> (Tensor, Tensor) {
+/// Largest D·K solved jointly (a 4096² f64 system is 128 MiB).
+pub const JOINT_LIMIT: i64 = 4096;
+
+/// Rows `s..s+len` of `x` and `codes` (as Int64), keeping only those selected by `rows`.
+pub fn chunk(
+    x: &Tensor,
+    codes: &Tensor,
+    rows: Option<&Tensor>,
+    s: i64,
+    len: i64,
+) -> (Tensor, Tensor) {
     let (xc, cc) = (
         x.narrow(0, s, len),
         codes.narrow(0, s, len).to_kind(Kind::Int64),
@@ -214,46 +265,73 @@ fn chunk(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, s: i64, len: i64) ->
     }
 }
 
-/// Largest D·K solved jointly (a 4096² f64 system is 128 MiB).
-const JOINT_LIMIT: i64 = 4096;
-
-fn fit_joint(
-    x: &Tensor,
-    codes: &Tensor,
-    rows: Option<&Tensor>,
-    dd: i64,
-    k: i64,
-    d: i64,
-    ridge: f64,
-) -> Option<Tensor> {
-    let dev = x.device();
-    let dk = dd * k;
-    let n = x.size()[0];
-    let off = offsets(dd, k, dev);
-    let mut gram = Tensor::zeros([dk * dk], (Kind::Int64, dev));
-    let mut xt = Tensor::zeros([dk, d], (Kind::Float, dev));
-    let step = chunk_rows(dd * dd * 2);
-    let mut used = 0;
-    for s in (0..n).step_by(step as usize) {
-        let (xc, cc) = chunk(x, codes, rows, s, step.min(n - s));
-        let len = xc.size()[0];
-        used += len;
-        let idx = cc + &off;
-        let pairs = (idx.unsqueeze(2) * dk + idx.unsqueeze(1)).view(-1);
-        gram += pairs.bincount::<Tensor>(None, dk * dk);
-        let xs = xc.unsqueeze(1).expand([len, dd, d], false).reshape([-1, d]);
-        xt = xt.index_add(0, &idx.view(-1), &xs);
-    }
-    let lambda = ridge * (used as f64 / k as f64).max(1.0);
-    let a =
-        gram.view([dk, dk]).to_kind(Kind::Double) + Tensor::eye(dk, (Kind::Double, dev)) * lambda;
-    let l = a.f_linalg_cholesky(false).ok()?;
-    let sol = xt.to_kind(Kind::Double).f_cholesky_solve(&l, false).ok()?;
-    let finite = sol.isfinite().all().int64_value(&[]) == 1;
-    finite.then(|| sol.to_kind(Kind::Float).view([dd, k, d]))
+/// The normal equations of the joint least-squares fit, accumulated over chunks of rows: the
+/// co-occurrence counts of codes (`AᵀA` for the one-hot design `A`) and the sums of the rows
+/// that use each code (`AᵀX`).
+#[derive(Debug)]
+pub struct Normal {
+    gram: Tensor,
+    xt: Tensor,
+    rows: i64,
+    shape: (i64, i64, i64),
 }
 
-fn fit_blockwise(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, old: &Tensor) -> Tensor {
+impl Normal {
+    /// Empty equations for `dd` tables of `k` codes of width `d`.
+    pub fn new(dd: i64, k: i64, d: i64, device: Device) -> Self {
+        let dk = dd * k;
+        Normal {
+            gram: Tensor::zeros([dk * dk], (Kind::Int64, device)),
+            xt: Tensor::zeros([dk, d], (Kind::Float, device)),
+            rows: 0,
+            shape: (dd, k, d),
+        }
+    }
+
+    /// Adds rows `x` `[B, d]` with codes `[B, D]` (Int64).
+    pub fn add(&mut self, x: &Tensor, codes: &Tensor) {
+        let (dd, k, d) = self.shape;
+        let dk = dd * k;
+        let len = x.size()[0];
+        let idx = codes + offsets(dd, k, x.device());
+        // Counting pairs of flattened code indices builds AᵀA without the N × DK matrix A.
+        let pairs = (idx.unsqueeze(2) * dk + idx.unsqueeze(1)).view(-1);
+        self.gram += pairs.bincount::<Tensor>(None, dk * dk);
+        let xs = x.unsqueeze(1).expand([len, dd, d], false).reshape([-1, d]);
+        self.xt = self.xt.index_add(0, &idx.view(-1), &xs);
+        self.rows += len;
+    }
+
+    /// Adds another accumulation of the same shape.
+    pub fn merge(&mut self, other: &Normal) {
+        self.gram += &other.gram;
+        self.xt += &other.xt;
+        self.rows += other.rows;
+    }
+
+    /// Solves `(AᵀA + λI) T = AᵀX` by Cholesky in f64, `λ = ridge · rows / K`; `None` if it fails
+    /// or gives non-finite values. A code no row uses gets the zero vector.
+    pub fn solve(&self, ridge: f64) -> Option<Tensor> {
+        let (dd, k, d) = self.shape;
+        let dk = dd * k;
+        let dev = self.xt.device();
+        let lambda = ridge * (self.rows as f64 / k as f64).max(1.0);
+        let a = self.gram.view([dk, dk]).to_kind(Kind::Double)
+            + Tensor::eye(dk, (Kind::Double, dev)) * lambda;
+        let l = a.f_linalg_cholesky(false).ok()?;
+        let sol = self
+            .xt
+            .to_kind(Kind::Double)
+            .f_cholesky_solve(&l, false)
+            .ok()?;
+        let finite = sol.isfinite().all().int64_value(&[]) == 1;
+        finite.then(|| sol.to_kind(Kind::Float).view([dd, k, d]))
+    }
+}
+
+/// Least-squares tables one at a time, each the exact fit given the others (no ridge; a code
+/// no selected row uses keeps its old vector). For D·K too large to solve jointly.
+pub fn fit_blockwise(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, old: &Tensor) -> Tensor {
     let s = old.size();
     let (dd, k, d) = (s[0], s[1], s[2]);
     let mut tables = old.copy();
