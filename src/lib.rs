@@ -16,9 +16,13 @@ pub mod compressed;
 #[cfg(feature = "train")]
 pub mod embedding_layer;
 pub mod embeddings;
+pub mod eval;
 pub mod export;
 pub mod format;
 pub mod input;
 pub mod inspect;
+pub mod progress;
 pub mod report;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod vocab;

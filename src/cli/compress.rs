@@ -1,19 +1,564 @@
 //! `kdcompress INPUT -K 32 -D 32 -o out.kdz`: read, train, write.
+//!
+//! Every option becomes a validated [`TrainConfig`] and the output's directory is checked for
+//! writing before the input is read or any device touched.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use kdcompress::composer::ComposerKind;
+use kdcompress::progress::{EpochRecord, Progress, StageReport, Tick};
+#[cfg(feature = "train")]
+use kdcompress::train::{self, TrainConfig};
+
+/// The composers the trainer learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComposerArg {
+    /// Sum of code vectors, then a linear map.
+    Linear,
+    /// Linear plus a tanh hidden layer added as a residual.
+    Mlp,
+    /// An LSTM over the code vectors.
+    Lstm,
+}
+
+impl From<ComposerArg> for ComposerKind {
+    fn from(c: ComposerArg) -> Self {
+        match c {
+            ComposerArg::Linear => ComposerKind::Linear,
+            ComposerArg::Mlp => ComposerKind::Mlp,
+            ComposerArg::Lstm => ComposerKind::Lstm,
+        }
+    }
+}
+
+/// How codes start (see `--init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// Residual k-means tables and beam-search codes (the strong default).
+    Rq,
+    /// Random weights, codes from the encoder (the paper's recipe).
+    Random,
+}
+
+/// Temperature schedules (see `--tau-schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TauScheduleArg {
+    /// Fixed at --tau.
+    Constant,
+    /// Linear from --tau to --tau-min.
+    Linear,
+    /// Geometric from --tau to --tau-min.
+    Exponential,
+}
 
 /// Options of the default command.
 #[derive(Debug, clap::Args)]
 pub struct CompressArgs {
-    /// Word vectors: GloVe text, word2vec text or binary, fastText .vec (optionally .gz or .zst).
+    /// Word vectors: GloVe text (more formats arrive with the input reader).
     #[arg(required = true)]
     pub input: Option<PathBuf>,
+    /// Output .kdz file.
+    #[arg(short = 'o', long = "output", required = true, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Codes per position (K); each code takes ceil(log2 K) bits.
+    #[arg(short = 'K', long = "codes", default_value_t = 32)]
+    pub num_codes: usize,
+    /// Code positions per word (D).
+    #[arg(short = 'D', long = "codebooks", default_value_t = 32)]
+    pub num_codebooks: usize,
+    /// Keep only the first N words of the input.
+    #[arg(long, value_name = "N")]
+    pub max_words: Option<usize>,
+    /// How code vectors become a word vector.
+    #[arg(long, value_enum, default_value_t = ComposerArg::Linear)]
+    pub composer: ComposerArg,
+    /// Width of a code vector (d'); default: the input's width.
+    #[arg(long, value_name = "N")]
+    pub code_dim: Option<usize>,
+    /// Hidden width of the mlp and lstm composers and of the encoder.
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub hidden: usize,
+    /// How codes start: residual quantization, or random weights (the paper's recipe).
+    #[arg(long, value_enum, default_value_t = InitArg::Rq)]
+    pub init: InitArg,
+    /// Skip least-squares table fitting and re-encoding (with --init random: the plain paper
+    /// recipe).
+    #[arg(long)]
+    pub no_refine: bool,
+    /// Beam width of the initial encoding; default: the widest (8 to 64) that the input's size
+    /// allows in a few minutes. Wider is slower and better.
+    #[arg(long, value_name = "N")]
+    pub beam: Option<usize>,
+    /// Most rounds of least-squares fitting and re-encoding.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub lsq_rounds: usize,
+    /// Most rounds of re-encoding through the trained composer.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub refine_rounds: usize,
+    /// Words per optimiser step.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long = "lr", default_value_t = 1e-3, value_name = "RATE")]
+    pub learning_rate: f64,
+    /// Most epochs of gradient training.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub epochs: usize,
+    /// Epochs without a better held-out error before stopping.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub patience: usize,
+    /// Softmax temperature of the relaxed codes.
+    #[arg(long, default_value_t = 1.0)]
+    pub tau: f64,
+    /// How the temperature changes over the epochs.
+    #[arg(long, value_enum, default_value_t = TauScheduleArg::Constant)]
+    pub tau_schedule: TauScheduleArg,
+    /// Final temperature of a decaying schedule.
+    #[arg(long, default_value_t = 0.1)]
+    pub tau_min: f64,
+    /// Weight of the relaxed codes' entropy in the loss.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    pub entropy_weight: f64,
+    /// Also train an encoder on the codes and let it propose codes when re-encoding.
+    #[arg(long)]
+    pub distill: bool,
+    /// Share of words held out for validation.
+    #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
+    pub val_fraction: f64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// auto (CUDA when LibTorch sees one), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Threads for LibTorch and the measurements; default: all cores.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Start no new round or epoch after this many seconds (results then depend on speed).
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// Per-epoch JSON lines to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[cfg(feature = "train")]
+fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
+    let device = args.device.parse().with_context(|| "invalid --device")?;
+    let config = TrainConfig {
+        num_codes: args.num_codes,
+        num_codebooks: args.num_codebooks,
+        composer: args.composer.into(),
+        code_dim: args.code_dim,
+        hidden: args.hidden,
+        init: match args.init {
+            InitArg::Rq => train::Init::Rq,
+            InitArg::Random => train::Init::Random,
+        },
+        refine: !args.no_refine,
+        beam: args.beam,
+        lsq_rounds: args.lsq_rounds,
+        refine_rounds: args.refine_rounds,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        epochs: args.epochs,
+        patience: args.patience,
+        tau: args.tau,
+        tau_schedule: match args.tau_schedule {
+            TauScheduleArg::Constant => train::TauSchedule::Constant,
+            TauScheduleArg::Linear => train::TauSchedule::Linear,
+            TauScheduleArg::Exponential => train::TauSchedule::Exponential,
+        },
+        tau_min: args.tau_min,
+        entropy_weight: args.entropy_weight,
+        distill: args.distill,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        device,
+        threads: args.threads,
+        time_limit: args.time_limit,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Fails unless a file can be created next to `output` (and `output` is not a directory), so
+/// that a long training never ends in an unwritable path.
+fn check_writable(output: &Path) -> anyhow::Result<()> {
+    if output.is_dir() {
+        bail!("output {} is a directory", output.display());
+    }
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            output.display(),
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".kdcompress-check")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {}: directory {} is not writable",
+                output.display(),
+                dir.display()
+            )
+        })?;
+    Ok(())
 }
 
 /// Compresses `args.input`.
 pub fn run(args: CompressArgs) -> anyhow::Result<()> {
-    let input = args
-        .input
-        .expect("clap requires INPUT without a subcommand");
-    anyhow::bail!("{}: compression is not built yet", input.display())
+    #[cfg(feature = "train")]
+    {
+        run_training(args)
+    }
+    #[cfg(not(feature = "train"))]
+    {
+        let _ = args;
+        bail!(
+            "this kdcompress was built without the `train` feature (LibTorch): it cannot compress"
+        )
+    }
+}
+
+#[cfg(feature = "train")]
+fn run_training(args: CompressArgs) -> anyhow::Result<()> {
+    let wall = Instant::now();
+    let config = config(&args)?;
+    let input = args.input.clone().context("an INPUT file is required")?;
+    let output = args.output.clone().context("-o FILE is required")?;
+    check_writable(&output)?;
+    let log = match &args.log_file {
+        Some(p) => {
+            Some(BufWriter::new(File::create(p).with_context(|| {
+                format!("cannot create log file {}", p.display())
+            })?))
+        }
+        None => None,
+    };
+    let device = train::resolve_device(config.device)?;
+    let mut progress = CliProgress::new(args.quiet, log);
+    progress.note(&format!("reading {}", input.display()));
+    let (embeddings, source) = glove_text::read(&input, args.max_words)?;
+    let (n, d) = (embeddings.len(), embeddings.dim());
+    progress.note(&format!(
+        "{n} words × {d} dims; training K={} D={} on {}",
+        config.num_codes,
+        config.num_codebooks,
+        train::device_name(device)
+    ));
+    let trained = train::train(&embeddings, &config, &mut progress)
+        .with_context(|| format!("training on {} failed", input.display()))?;
+    progress.finish()?;
+    let report = trained.report.clone();
+    let metadata = kdcompress::compressed::Metadata {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        method: "kd".into(),
+        source: source.clone(),
+        training: serde_json::to_value(&config)?,
+        seed: config.seed,
+        ..Default::default()
+    };
+    let (vocab, _, _) = embeddings.into_parts();
+    let compressed = trained.into_compressed(vocab, metadata);
+    let bits = compressed.bits_per_word();
+    kdcompress::format::write(&output, &compressed)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    if args.quiet {
+        return Ok(());
+    }
+    let artifact = std::fs::metadata(&output)
+        .with_context(|| format!("cannot stat {}", output.display()))?
+        .len();
+    let matrix = (n * d * 4) as u64;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "input         {} ({}, {n} words × {d} dims, f32 matrix {})",
+        input.display(),
+        bytes(source.file_size),
+        bytes(matrix)
+    )?;
+    writeln!(
+        out,
+        "output        {} ({})",
+        output.display(),
+        bytes(artifact)
+    )?;
+    writeln!(
+        out,
+        "ratio         {:.1}× the f32 matrix, {:.1}× the input file",
+        matrix as f64 / artifact as f64,
+        source.file_size as f64 / artifact as f64
+    )?;
+    writeln!(
+        out,
+        "bits per word {bits} in codes (K={} D={}); {:.1} with the composer and vocabulary amortised",
+        config.num_codes,
+        config.num_codebooks,
+        artifact as f64 * 8.0 / n as f64
+    )?;
+    writeln!(
+        out,
+        "device        {} ({} threads)",
+        report.device, report.threads
+    )?;
+    writeln!(
+        out,
+        "wall time     {:.1} s ({:.1} s training, {:.0} words/s in gradient epochs)",
+        wall.elapsed().as_secs_f64(),
+        report.seconds,
+        report.samples_per_sec
+    )?;
+    writeln!(
+        out,
+        "quality       mse {:.4}  mean cosine {:.4}  top-10 neighbour overlap {:.4} (all {n} words, discrete codes)",
+        report.mse, report.mean_cosine, report.neighbour_overlap
+    )?;
+    writeln!(
+        out,
+        "code usage    {} distinct code rows for {n} words; largest group sharing one code: {}",
+        report.code_usage.distinct_rows, report.code_usage.largest_group
+    )?;
+    writeln!(
+        out,
+        "stages        {:<11}{:>9}{:>9}{:>9}{:>9}",
+        "", "mse", "cosine", "nn@10", "secs"
+    )?;
+    for s in &report.stages {
+        writeln!(
+            out,
+            "              {:<11}{:>9.4}{:>9.4}{:>9.4}{:>9.1}",
+            s.stage, s.mse, s.mean_cosine, s.neighbour_overlap, s.seconds
+        )?;
+    }
+    Ok(())
+}
+
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Turns training progress into an indicatif bar on a terminal, plain lines otherwise, nothing
+/// with `-q`; writes epoch records to the log file either way.
+struct CliProgress {
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+    tty: bool,
+    stage: String,
+    last_line: Instant,
+    log: Option<BufWriter<File>>,
+    log_error: Option<std::io::Error>,
+}
+
+impl CliProgress {
+    fn new(quiet: bool, log: Option<BufWriter<File>>) -> Self {
+        CliProgress {
+            quiet,
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+            stage: String::new(),
+            last_line: Instant::now(),
+            log,
+            log_error: None,
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if let Some(e) = self.log_error.take() {
+            return Err(e).context("cannot write the log file");
+        }
+        if let Some(l) = &mut self.log {
+            l.flush().context("cannot write the log file")?;
+        }
+        Ok(())
+    }
+}
+
+impl Progress for CliProgress {
+    fn stage_start(&mut self, stage: &str, total: u64) {
+        self.stage = stage.to_string();
+        if self.quiet || !self.tty {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>11} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(stage.to_string());
+        bar.set_length(total);
+        bar.set_position(0);
+        bar.set_message("");
+    }
+
+    fn tick(&mut self, t: &Tick) {
+        if self.quiet {
+            return;
+        }
+        let mut msg = Vec::new();
+        if let Some(l) = t.loss {
+            msg.push(format!("loss {l:.4}"));
+        }
+        if let Some(v) = t.val_mse {
+            msg.push(format!("val {v:.4}"));
+        }
+        if let Some(s) = t.samples_per_sec {
+            msg.push(format!("{s:.0} words/s"));
+        }
+        let msg = msg.join("  ");
+        match &self.bar {
+            Some(b) => {
+                b.set_position(t.done);
+                b.set_message(msg);
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(10) => {
+                self.last_line = Instant::now();
+                eprintln!("{}: {} done  {msg}", self.stage, t.done);
+            }
+            None => {}
+        }
+    }
+
+    fn epoch(&mut self, r: &EpochRecord) {
+        if let Some(log) = &mut self.log
+            && self.log_error.is_none()
+        {
+            let line = serde_json::to_string(r).map_err(std::io::Error::other);
+            if let Err(e) = line.and_then(|l| writeln!(log, "{l}")) {
+                self.log_error = Some(e);
+            }
+        }
+        let loss = r
+            .train_loss
+            .map(|l| format!("loss {l:.4}  "))
+            .unwrap_or_default();
+        let best = if r.best { "  (best)" } else { "" };
+        self.note(&format!(
+            "{} {:>3}: {loss}val mse {:.4}  {:.0} words/s{best}",
+            r.stage, r.epoch, r.val_mse, r.samples_per_sec
+        ));
+    }
+
+    fn stage_end(&mut self, s: &StageReport) {
+        self.note(&format!(
+            "after {:<10} mse {:.4}  mean cosine {:.4}  nn@10 {:.4}  ({:.1} s)",
+            s.stage, s.mse, s.mean_cosine, s.neighbour_overlap, s.seconds
+        ));
+    }
+
+    fn message(&mut self, text: &str) {
+        self.note(text);
+    }
+}
+
+/// A minimal GloVe-text reader, used until the shared input reader lands on main.
+#[cfg(feature = "train")]
+mod glove_text {
+    use std::path::Path;
+
+    use anyhow::{Context, bail};
+    use kdcompress::compressed::Source;
+    use kdcompress::embeddings::Embeddings;
+    use kdcompress::vocab::Vocab;
+
+    pub fn read(path: &Path, max_words: Option<usize>) -> anyhow::Result<(Embeddings, Source)> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::str::from_utf8(&bytes)
+            .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+        let (mut words, mut data, mut dim) = (Vec::new(), Vec::new(), None);
+        for (i, line) in text.lines().enumerate() {
+            if max_words.is_some_and(|m| words.len() >= m) {
+                break;
+            }
+            let mut f = line.split(' ');
+            let Some(word) = f.next().filter(|w| !w.is_empty()) else {
+                continue;
+            };
+            let before = data.len();
+            for v in f {
+                data.push(v.parse::<f32>().with_context(|| {
+                    format!("{}:{}: {v:?} is not a number", path.display(), i + 1)
+                })?);
+            }
+            let got = data.len() - before;
+            match dim {
+                None if got > 0 => dim = Some(got),
+                Some(d) if d == got => {}
+                _ => bail!(
+                    "{}:{}: expected {} values, found {got}",
+                    path.display(),
+                    i + 1,
+                    dim.unwrap_or(0)
+                ),
+            }
+            words.push(word.to_string());
+        }
+        let Some(dim) = dim else {
+            bail!("{} holds no vectors", path.display());
+        };
+        let vocab = Vocab::new(words).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: rows {} and {} hold the same word",
+                path.display(),
+                e.first + 1,
+                e.second + 1
+            )
+        })?;
+        let source = Source {
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            file_size: bytes.len() as u64,
+            hash: format!("{:08x}", crc32fast::hash(&bytes)),
+            hash_algorithm: "crc32".into(),
+            format: "glove".into(),
+        };
+        Ok((Embeddings::new(vocab, dim, data), source))
+    }
 }

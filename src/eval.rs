@@ -1,0 +1,576 @@
+//! Quality of decoded vectors against the originals, in pure Rust (no LibTorch).
+//!
+//! - [`mse`]: mean over words of the squared L2 error of the whole vector.
+//! - [`mean_cosine`]: mean cosine between each decoded vector and its original.
+//! - [`NeighbourReference::overlap`]: for sampled words, the share of their 10 nearest cosine
+//!   neighbours (by decoded vectors, among all decoded vectors) that are also among their 10
+//!   nearest by original vectors; a word is never its own neighbour.
+//! - [`similarity_spearman`]: Spearman correlation of cosine similarities with human scores
+//!   (WordSim-353, SimLex-999 files).
+//! - [`code_usage`]: how many distinct code rows are used and the largest group sharing one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::codes::Codes;
+
+/// What can go wrong while measuring.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Two matrices that should match do not.
+    #[error("{what}: expected {expected} floats, found {found}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        found: usize,
+    },
+    /// The vector width is zero or does not divide the matrix.
+    #[error("a matrix of {len} floats is not made of rows of width {dim}")]
+    Width {
+        /// Matrix length.
+        len: usize,
+        /// Claimed width.
+        dim: usize,
+    },
+    /// A similarity file could not be read.
+    #[error("cannot read similarity file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A similarity file line is malformed.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn rows_of(matrix: &[f32], dim: usize) -> Result<usize, EvalError> {
+    if dim == 0 || matrix.len() % dim != 0 {
+        return Err(EvalError::Width {
+            len: matrix.len(),
+            dim,
+        });
+    }
+    Ok(matrix.len() / dim)
+}
+
+fn same_shape(original: &[f32], decoded: &[f32], dim: usize) -> Result<usize, EvalError> {
+    let n = rows_of(original, dim)?;
+    if decoded.len() != original.len() {
+        return Err(EvalError::Shape {
+            what: "decoded matrix",
+            expected: original.len(),
+            found: decoded.len(),
+        });
+    }
+    Ok(n)
+}
+
+/// Squared L2 error of every row.
+pub fn squared_errors(
+    original: &[f32],
+    decoded: &[f32],
+    dim: usize,
+) -> Result<Vec<f64>, EvalError> {
+    same_shape(original, decoded, dim)?;
+    Ok(original
+        .par_chunks(dim)
+        .zip(decoded.par_chunks(dim))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum())
+        .collect())
+}
+
+/// Mean over rows of the squared L2 error (0 for an empty matrix).
+pub fn mse(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalError> {
+    let n = same_shape(original, decoded, dim)?;
+    let total: f64 = squared_errors(original, decoded, dim)?.iter().sum();
+    Ok(if n == 0 { 0.0 } else { total / n as f64 })
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn inverse_norm(a: &[f32]) -> f32 {
+    let n = dot(a, a).sqrt();
+    if n > 0.0 { 1.0 / n } else { 0.0 }
+}
+
+/// Mean cosine between each decoded row and its original; a zero vector has cosine 0.
+pub fn mean_cosine(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalError> {
+    let n = same_shape(original, decoded, dim)?;
+    if n == 0 {
+        return Ok(0.0);
+    }
+    let total: f64 = original
+        .par_chunks(dim)
+        .zip(decoded.par_chunks(dim))
+        .map(|(a, b)| f64::from(dot(a, b) * inverse_norm(a) * inverse_norm(b)))
+        .sum();
+    Ok(total / n as f64)
+}
+
+/// A small seeded generator (SplitMix64) so that sampling needs no extra dependency and is the
+/// same on every platform.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`), by rejection so there is no modulo bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let v = self.next_u64();
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+}
+
+/// `count` distinct rows of `0..n` (all of them if `count >= n`), in random order.
+pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = SplitMix64::new(seed);
+    let mut all: Vec<usize> = (0..n).collect();
+    let take = count.min(n);
+    for i in 0..take {
+        let j = i + rng.below((n - i) as u64) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(take);
+    all
+}
+
+/// Queries scanned together, so each database row is loaded once per block.
+const QUERY_BLOCK: usize = 8;
+
+/// The `k` nearest rows by cosine to each of `queries` (rows of `matrix`), excluding the query
+/// itself, best first; ties go to the lower row.
+pub fn nearest_by_cosine(
+    matrix: &[f32],
+    dim: usize,
+    queries: &[usize],
+    k: usize,
+) -> Result<Vec<Vec<u32>>, EvalError> {
+    let n = rows_of(matrix, dim)?;
+    if let Some(&bad) = queries.iter().find(|&&q| q >= n) {
+        return Err(EvalError::Shape {
+            what: "query row",
+            expected: n,
+            found: bad,
+        });
+    }
+    let inv: Vec<f32> = matrix.par_chunks(dim).map(inverse_norm).collect();
+    let results: Vec<Vec<Vec<u32>>> = queries
+        .par_chunks(QUERY_BLOCK)
+        .map(|block| {
+            let q: Vec<Vec<f32>> = block
+                .iter()
+                .map(|&r| {
+                    let row = &matrix[r * dim..(r + 1) * dim];
+                    row.iter().map(|v| v * inv[r]).collect()
+                })
+                .collect();
+            let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); block.len()];
+            for (j, row) in matrix.chunks_exact(dim).enumerate() {
+                for (b, qv) in q.iter().enumerate() {
+                    if block[b] == j {
+                        continue;
+                    }
+                    let s = dot(qv, row) * inv[j];
+                    let list = &mut best[b];
+                    if list.len() == k && list.last().is_none_or(|&(w, _)| s <= w) {
+                        continue;
+                    }
+                    let pos = list.partition_point(|&(v, _)| v >= s);
+                    list.insert(pos, (s, j as u32));
+                    list.truncate(k);
+                }
+            }
+            best.into_iter()
+                .map(|l| l.into_iter().map(|(_, j)| j).collect())
+                .collect()
+        })
+        .collect();
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The original neighbours of sampled words, computed once and compared against many decodings.
+#[derive(Debug, Clone)]
+pub struct NeighbourReference {
+    dim: usize,
+    len: usize,
+    k: usize,
+    rows: Vec<usize>,
+    neighbours: Vec<Vec<u32>>,
+}
+
+/// Words sampled for the neighbour overlap.
+pub const NEIGHBOUR_SAMPLES: usize = 2000;
+/// Neighbours compared per sampled word.
+pub const NEIGHBOURS: usize = 10;
+
+impl NeighbourReference {
+    /// Samples `samples` rows with `seed` and finds their `k` nearest original neighbours.
+    pub fn new(
+        original: &[f32],
+        dim: usize,
+        samples: usize,
+        k: usize,
+        seed: u64,
+    ) -> Result<Self, EvalError> {
+        let len = rows_of(original, dim)?;
+        let rows = sample_rows(len, samples, seed);
+        let neighbours = nearest_by_cosine(original, dim, &rows, k)?;
+        Ok(NeighbourReference {
+            dim,
+            len,
+            k,
+            rows,
+            neighbours,
+        })
+    }
+
+    /// The sampled rows.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// Mean share of each sampled word's original neighbours that are also its decoded neighbours.
+    pub fn overlap(&self, decoded: &[f32]) -> Result<f64, EvalError> {
+        if decoded.len() != self.len * self.dim {
+            return Err(EvalError::Shape {
+                what: "decoded matrix",
+                expected: self.len * self.dim,
+                found: decoded.len(),
+            });
+        }
+        if self.rows.is_empty() {
+            return Ok(0.0);
+        }
+        let got = nearest_by_cosine(decoded, self.dim, &self.rows, self.k)?;
+        let total: f64 = got
+            .iter()
+            .zip(&self.neighbours)
+            .map(|(a, b)| {
+                let shared = a.iter().filter(|x| b.contains(x)).count();
+                shared as f64 / b.len().max(1) as f64
+            })
+            .sum();
+        Ok(total / self.rows.len() as f64)
+    }
+}
+
+/// One scored word pair of a similarity data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarityPair {
+    /// First word, lowercased.
+    pub a: String,
+    /// Second word, lowercased.
+    pub b: String,
+    /// Human score.
+    pub score: f64,
+}
+
+/// Reads a similarity file: `word1 word2 score` per line (tabs or spaces), `#` comments.
+pub fn read_similarity(path: &Path) -> Result<Vec<SimilarityPair>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_similarity(&text, path)
+}
+
+/// Parses the text of a similarity file; `path` only names it in errors.
+pub fn parse_similarity(text: &str, path: &Path) -> Result<Vec<SimilarityPair>, EvalError> {
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let bad = |reason: String| EvalError::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let [a, b, score, ..] = fields[..] else {
+            return Err(bad(format!(
+                "expected `word word score`, found {} field(s)",
+                fields.len()
+            )));
+        };
+        let score: f64 = score
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .ok_or_else(|| bad(format!("score {score:?} is not a number")))?;
+        pairs.push(SimilarityPair {
+            a: a.to_lowercase(),
+            b: b.to_lowercase(),
+            score,
+        });
+    }
+    Ok(pairs)
+}
+
+/// Ranks from 1, ties sharing their average rank.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut out = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            out[o] = avg;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Spearman's rank correlation; `None` with fewer than 3 pairs or a constant side.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 3 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = rx.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx).powi(2);
+        syy += (b - my).powi(2);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// Spearman of one set of vectors on one similarity data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimilarityScore {
+    /// The correlation, if defined.
+    pub spearman: Option<f64>,
+    /// Pairs whose both words have vectors.
+    pub found: usize,
+    /// Pairs in the data set.
+    pub total: usize,
+}
+
+/// Correlates the cosine of each pair's vectors (from `vector`) with its human score; pairs with a
+/// missing word are skipped.
+pub fn similarity_spearman<'a>(
+    pairs: &[SimilarityPair],
+    vector: impl Fn(&str) -> Option<&'a [f32]>,
+) -> SimilarityScore {
+    let (mut got, mut gold) = (Vec::new(), Vec::new());
+    for p in pairs {
+        if let (Some(a), Some(b)) = (vector(&p.a), vector(&p.b)) {
+            got.push(f64::from(dot(a, b) * inverse_norm(a) * inverse_norm(b)));
+            gold.push(p.score);
+        }
+    }
+    SimilarityScore {
+        spearman: spearman(&got, &gold),
+        found: got.len(),
+        total: pairs.len(),
+    }
+}
+
+/// How the words spread over code rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CodeUsage {
+    /// Distinct code rows (words with exactly the same D codes count once).
+    pub distinct_rows: usize,
+    /// Largest number of words sharing one code row (such words decode identically).
+    pub largest_group: usize,
+    /// Smallest number of distinct values used at any one of the D positions.
+    pub min_values_per_position: usize,
+}
+
+/// Counts distinct code rows and the largest group of words sharing one.
+pub fn code_usage(codes: &Codes) -> CodeUsage {
+    let mut groups: HashMap<&[u16], usize> = HashMap::with_capacity(codes.len());
+    for r in 0..codes.len() {
+        *groups.entry(codes.row(r)).or_default() += 1;
+    }
+    let d = codes.d();
+    let k = codes.k() as usize;
+    let mut seen = vec![false; d * k];
+    for (i, &c) in codes.as_slice().iter().enumerate() {
+        seen[(i % d) * k + c as usize] = true;
+    }
+    let min_values_per_position = seen
+        .chunks(k)
+        .map(|p| p.iter().filter(|&&s| s).count())
+        .min()
+        .unwrap_or(0);
+    CodeUsage {
+        distinct_rows: groups.len(),
+        largest_group: groups.values().copied().max().unwrap_or(0),
+        min_values_per_position,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mse_sums_over_dims_and_averages_over_words() {
+        let a = [1.0, 2.0, 0.0, 0.0];
+        let b = [0.0, 0.0, 0.0, 3.0];
+        // row 0: 1 + 4 = 5; row 1: 9
+        assert_eq!(mse(&a, &b, 2).unwrap(), 7.0);
+        assert!(matches!(mse(&a, &b[..2], 2), Err(EvalError::Shape { .. })));
+        assert!(matches!(mse(&a, &b, 3), Err(EvalError::Width { .. })));
+    }
+
+    #[test]
+    fn cosine_of_scaled_copy_is_one_and_zero_vector_is_zero() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [2.0, 4.0, 0.0, 0.0];
+        let c = mean_cosine(&a, &b, 2).unwrap();
+        assert!((c - 0.5).abs() < 1e-6, "{c}");
+    }
+
+    #[test]
+    fn nearest_excludes_self_and_orders_by_cosine() {
+        // Rows on the unit circle at angles 0, 10, 30, 90 degrees; magnitude must not matter.
+        let deg = |a: f32, m: f32| [m * a.to_radians().cos(), m * a.to_radians().sin()];
+        let m: Vec<f32> = [deg(0., 1.), deg(10., 5.), deg(30., 0.1), deg(90., 2.)].concat();
+        let nn = nearest_by_cosine(&m, 2, &[0, 3], 2).unwrap();
+        assert_eq!(nn, vec![vec![1, 2], vec![2, 1]]);
+    }
+
+    #[test]
+    fn overlap_is_one_for_identity_and_drops_for_noise() {
+        let mut rng = SplitMix64::new(7);
+        let x: Vec<f32> = (0..300 * 4)
+            .map(|_| rng.below(1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let r = NeighbourReference::new(&x, 4, 50, 10, 1).unwrap();
+        assert_eq!(r.overlap(&x).unwrap(), 1.0);
+        let y: Vec<f32> = x
+            .iter()
+            .map(|v| v + (rng.below(1000) as f32 / 1000.0 - 0.5))
+            .collect();
+        assert!(r.overlap(&y).unwrap() < 0.9);
+    }
+
+    #[test]
+    fn sample_rows_is_distinct_and_seeded() {
+        let a = sample_rows(100, 30, 3);
+        let mut s = a.clone();
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 30);
+        assert_eq!(a, sample_rows(100, 30, 3));
+        assert_ne!(a, sample_rows(100, 30, 4));
+        assert_eq!(sample_rows(5, 30, 3).len(), 5);
+    }
+
+    #[test]
+    fn spearman_handles_ties_and_degenerate_input() {
+        let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]).unwrap();
+        assert!((r - 1.0).abs() < 1e-12);
+        let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]).unwrap();
+        assert!((r + 1.0).abs() < 1e-12);
+        // Ties: ranks of [1, 1, 2] are [1.5, 1.5, 3].
+        assert_eq!(ranks(&[1.0, 1.0, 2.0]), vec![1.5, 1.5, 3.0]);
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn similarity_file_parses_and_reports_bad_lines() {
+        let p = Path::new("sims.txt");
+        let pairs = parse_similarity("# header\nTiger\tcat\t7.35\n\nold new 1.5\n", p).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[0].a, "tiger");
+        let err = parse_similarity("a b\n", p).unwrap_err();
+        assert!(err.to_string().contains("sims.txt:1"), "{err}");
+        let err = parse_similarity("# x\na b c\n", p).unwrap_err();
+        assert!(err.to_string().contains("sims.txt:2"), "{err}");
+    }
+
+    #[test]
+    fn similarity_skips_missing_words() {
+        let pairs = vec![
+            SimilarityPair {
+                a: "a".into(),
+                b: "b".into(),
+                score: 1.0,
+            },
+            SimilarityPair {
+                a: "a".into(),
+                b: "c".into(),
+                score: 2.0,
+            },
+            SimilarityPair {
+                a: "b".into(),
+                b: "c".into(),
+                score: 3.0,
+            },
+            SimilarityPair {
+                a: "a".into(),
+                b: "zzz".into(),
+                score: 3.0,
+            },
+        ];
+        let vecs: HashMap<&str, Vec<f32>> = [
+            ("a", vec![1.0, 0.0]),
+            ("b", vec![0.0, 1.0]),
+            ("c", vec![1.0, 1.0]),
+        ]
+        .into_iter()
+        .collect();
+        let s = similarity_spearman(&pairs, |w| vecs.get(w).map(|v| v.as_slice()));
+        assert_eq!((s.found, s.total), (3, 4));
+        // cosines: a-b 0, a-c 0.707, b-c 0.707 against 1, 2, 3: ranks [1, 2.5, 2.5] vs [1, 2, 3].
+        assert!((s.spearman.unwrap() - 0.8660254).abs() < 1e-6);
+    }
+
+    #[test]
+    fn code_usage_counts_groups() {
+        let codes = Codes::new(4, 2, vec![0, 1, 0, 1, 2, 3, 0, 1]).unwrap();
+        let u = code_usage(&codes);
+        assert_eq!(u.distinct_rows, 2);
+        assert_eq!(u.largest_group, 3);
+        assert_eq!(u.min_values_per_position, 2);
+    }
+}

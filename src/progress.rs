@@ -1,0 +1,104 @@
+//! How long-running library work reports progress without knowing who listens.
+//!
+//! The trainer calls a [`Progress`]; the command line turns the calls into an indicatif bar or
+//! plain lines, tests pass [`Silent`]. Every method has an empty default, so a listener only
+//! implements what it shows.
+
+/// One step of work inside a stage: an optimiser step, a search pass, an encoding chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tick {
+    /// Units of work done so far in this stage (out of [`Progress::stage_start`]'s `total`).
+    pub done: u64,
+    /// Latest training loss, if the stage has one.
+    pub loss: Option<f64>,
+    /// Latest validation error (mean squared error per word), if known.
+    pub val_mse: Option<f64>,
+    /// Words processed per second in this stage.
+    pub samples_per_sec: Option<f64>,
+}
+
+/// The end of one epoch (or round) of a stage, as written to `--log-file`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EpochRecord {
+    /// Stage name, e.g. `composer`.
+    pub stage: String,
+    /// Epoch or round number within the stage, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch; for search rounds, the error over all words.
+    pub train_loss: Option<f64>,
+    /// Mean squared error per word on the held-out words.
+    pub val_mse: f64,
+    /// Whether this is the best validation error so far (its weights are kept).
+    pub best: bool,
+    /// Temperature in use, for stages that relax codes.
+    pub tau: Option<f64>,
+    /// Learning rate in use.
+    pub learning_rate: Option<f64>,
+    /// Words per second over the epoch.
+    pub samples_per_sec: f64,
+    /// Seconds since training started.
+    pub elapsed_secs: f64,
+}
+
+/// Quality after a stage, measured on every word with that stage's codes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageReport {
+    /// Stage name.
+    pub stage: String,
+    /// Mean over words of the squared L2 error.
+    pub mse: f64,
+    /// Mean cosine between decoded and original vectors.
+    pub mean_cosine: f64,
+    /// Top-10 cosine-neighbour overlap of sampled words (see [`crate::eval`]).
+    pub neighbour_overlap: f64,
+    /// Seconds the stage took (not counting this measurement).
+    pub seconds: f64,
+}
+
+/// Receives progress from long-running library calls.
+pub trait Progress {
+    /// A stage begins; `total` units of work are expected (0 if unknown).
+    fn stage_start(&mut self, _stage: &str, _total: u64) {}
+    /// Work advanced inside the current stage.
+    fn tick(&mut self, _tick: &Tick) {}
+    /// An epoch or round ended.
+    fn epoch(&mut self, _record: &EpochRecord) {}
+    /// A stage ended and was measured.
+    fn stage_end(&mut self, _report: &StageReport) {}
+    /// A one-line note worth showing (a choice made, a fallback taken).
+    fn message(&mut self, _text: &str) {}
+}
+
+/// Ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// Keeps every record and report; handy in tests and for callers that print at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    /// Stages started, in order.
+    pub stages: Vec<String>,
+    /// Epoch records, in order.
+    pub epochs: Vec<EpochRecord>,
+    /// Stage reports, in order.
+    pub reports: Vec<StageReport>,
+    /// Messages, in order.
+    pub messages: Vec<String>,
+}
+
+impl Progress for Recorder {
+    fn stage_start(&mut self, stage: &str, _total: u64) {
+        self.stages.push(stage.to_string());
+    }
+    fn epoch(&mut self, record: &EpochRecord) {
+        self.epochs.push(record.clone());
+    }
+    fn stage_end(&mut self, report: &StageReport) {
+        self.reports.push(report.clone());
+    }
+    fn message(&mut self, text: &str) {
+        self.messages.push(text.to_string());
+    }
+}

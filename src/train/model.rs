@@ -1,0 +1,389 @@
+//! The networks, built on `&nn::Path` under the tensor names of [`crate::composer`]: the composer
+//! f (code vectors to word vector) and the encoder g (word vector to code logits).
+//!
+//! [`ComposerNet`] computes exactly what [`crate::composer::Composer`] computes; the trainer
+//! exports its variables into that pure-Rust decoder, and a test holds the two to 1e-5.
+
+use std::collections::BTreeMap;
+
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+use crate::composer::{self, ComposerConfig, ComposerKind};
+
+/// The composer's variables.
+#[derive(Debug)]
+pub struct ComposerNet {
+    config: ComposerConfig,
+    /// `[D, K, d']`.
+    pub codebooks: Tensor,
+    /// `[d, d']` (linear, mlp) or `[d, h]` (lstm).
+    pub out_weight: Tensor,
+    /// `[d]`.
+    pub out_bias: Tensor,
+    hidden: Option<Hidden>,
+    lstm: Option<Lstm>,
+}
+
+#[derive(Debug)]
+struct Hidden {
+    weight: Tensor,
+    bias: Tensor,
+    out_weight: Tensor,
+}
+
+#[derive(Debug)]
+struct Lstm {
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+}
+
+fn uniform(fan_in: usize) -> Init {
+    let b = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+impl ComposerNet {
+    /// Creates the variables under `p` with a fresh random initialisation: code vectors small
+    /// and random, layers uniform in ±1/sqrt(fan-in) as PyTorch does, and the mlp's hidden output
+    /// at zero so that it starts as the linear composer. `config.kind` must not be concat.
+    pub fn new(p: &nn::Path, config: ComposerConfig) -> Self {
+        let ComposerConfig {
+            kind,
+            num_codebooks: dd,
+            num_codes: k,
+            code_dim: e,
+            hidden: h,
+            out_dim: d,
+        } = config;
+        let i = |v: usize| v as i64;
+        // Sums of D code vectors of this spread have unit variance per component.
+        let spread = 1.0 / (dd as f64).sqrt();
+        let codebooks = p.var(
+            composer::CODEBOOKS,
+            &[i(dd), i(k), i(e)],
+            Init::Randn {
+                mean: 0.0,
+                stdev: spread,
+            },
+        );
+        let c = p / "composer";
+        let out_in = if kind == ComposerKind::Lstm { h } else { e };
+        let out = &c / "out";
+        let out_weight = out.var("weight", &[i(d), i(out_in)], uniform(out_in));
+        let out_bias = out.zeros("bias", &[i(d)]);
+        let hidden = (kind == ComposerKind::Mlp).then(|| Hidden {
+            weight: (&c / "hidden").var("weight", &[i(h), i(e)], uniform(e)),
+            bias: (&c / "hidden").zeros("bias", &[i(h)]),
+            out_weight: (&c / "hidden_out").zeros("weight", &[i(d), i(h)]),
+        });
+        let lstm = (kind == ComposerKind::Lstm).then(|| {
+            let l = &c / "lstm";
+            Lstm {
+                weight_ih: l.var("weight_ih", &[i(4 * h), i(e)], uniform(h)),
+                weight_hh: l.var("weight_hh", &[i(4 * h), i(h)], uniform(h)),
+                bias_ih: l.var("bias_ih", &[i(4 * h)], uniform(h)),
+                bias_hh: l.var("bias_hh", &[i(4 * h)], uniform(h)),
+            }
+        });
+        ComposerNet {
+            config,
+            codebooks,
+            out_weight,
+            out_bias,
+            hidden,
+            lstm,
+        }
+    }
+
+    /// Another handle on the same variables, for a worker thread (tensors are `Send`, not
+    /// `Sync`, so each thread needs its own handles).
+    pub fn shallow_clone(&self) -> Self {
+        ComposerNet {
+            config: self.config,
+            codebooks: self.codebooks.shallow_clone(),
+            out_weight: self.out_weight.shallow_clone(),
+            out_bias: self.out_bias.shallow_clone(),
+            hidden: self.hidden.as_ref().map(|h| Hidden {
+                weight: h.weight.shallow_clone(),
+                bias: h.bias.shallow_clone(),
+                out_weight: h.out_weight.shallow_clone(),
+            }),
+            lstm: self.lstm.as_ref().map(|l| Lstm {
+                weight_ih: l.weight_ih.shallow_clone(),
+                weight_hh: l.weight_hh.shallow_clone(),
+                bias_ih: l.bias_ih.shallow_clone(),
+                bias_hh: l.bias_hh.shallow_clone(),
+            }),
+        }
+    }
+
+    /// The sizes.
+    pub fn config(&self) -> &ComposerConfig {
+        &self.config
+    }
+
+    fn offsets(&self) -> Tensor {
+        let (dd, k) = (self.config.num_codebooks, self.config.num_codes);
+        Tensor::arange_start_step(
+            0,
+            (dd * k) as i64,
+            k as i64,
+            (Kind::Int64, self.codebooks.device()),
+        )
+    }
+
+    /// Code vectors of integer codes `[B, D]` (any integer kind): `[B, D, d']`.
+    pub fn code_vectors(&self, codes: &Tensor) -> Tensor {
+        let e = self.config.code_dim as i64;
+        let flat = self.codebooks.view([-1, e]);
+        let idx = codes.to_kind(Kind::Int64) + self.offsets();
+        Tensor::embedding(&flat, &idx, -1, false, false)
+    }
+
+    /// Code vectors of (relaxed or one-hot) code distributions `[B, D, K]`: `[B, D, d']`.
+    pub fn code_vectors_soft(&self, codes: &Tensor) -> Tensor {
+        codes.transpose(0, 1).bmm(&self.codebooks).transpose(0, 1)
+    }
+
+    /// The word vectors `[B, d]` for code vectors `[B, D, d']`.
+    pub fn compose(&self, vectors: &Tensor) -> Tensor {
+        match &self.lstm {
+            Some(l) => {
+                let h = self.config.hidden as i64;
+                let b = vectors.size()[0];
+                let input = vectors.linear(&l.weight_ih, Some(&l.bias_ih));
+                let opts = (vectors.kind(), vectors.device());
+                let mut state = Tensor::zeros([b, h], opts);
+                let mut cell = Tensor::zeros([b, h], opts);
+                let mut acc = Tensor::zeros([b, h], opts);
+                for t in 0..self.config.num_codebooks as i64 {
+                    let gates = input.select(1, t) + state.linear(&l.weight_hh, Some(&l.bias_hh));
+                    let g = gates.chunk(4, 1);
+                    cell = g[1].sigmoid() * &cell + g[0].sigmoid() * g[2].tanh();
+                    state = g[3].sigmoid() * cell.tanh();
+                    acc = acc + &state;
+                }
+                acc.linear(&self.out_weight, Some(&self.out_bias))
+            }
+            None => {
+                let s = vectors.sum_dim_intlist(1, false, None::<Kind>);
+                self.compose_sum(&s)
+            }
+        }
+    }
+
+    /// Linear and mlp: the word vectors `[B, d]` for summed code vectors `s` `[B, d']`.
+    pub fn compose_sum(&self, s: &Tensor) -> Tensor {
+        let y = s.linear(&self.out_weight, Some(&self.out_bias));
+        match &self.hidden {
+            Some(hd) => {
+                y + s
+                    .linear(&hd.weight, Some(&hd.bias))
+                    .tanh()
+                    .linear::<Tensor>(&hd.out_weight, None)
+            }
+            None => y,
+        }
+    }
+
+    /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`.
+    /// `None` for the lstm, which has no additive part.
+    pub fn offset_of_sum(&self, s: &Tensor) -> Option<Tensor> {
+        if self.lstm.is_some() {
+            return None;
+        }
+        let b = self.out_bias.unsqueeze(0).expand([s.size()[0], -1], false);
+        Some(match &self.hidden {
+            Some(hd) => {
+                b + s
+                    .linear(&hd.weight, Some(&hd.bias))
+                    .tanh()
+                    .linear::<Tensor>(&hd.out_weight, None)
+            }
+            None => b.copy(),
+        })
+    }
+
+    /// Linear and mlp: each code vector mapped by `W_out`, `[D, K, d]`; a word's additive part is
+    /// the sum of its D rows.
+    pub fn mapped_tables(&self) -> Option<Tensor> {
+        if self.lstm.is_some() {
+            return None;
+        }
+        Some(self.codebooks.matmul(&self.out_weight.tr()))
+    }
+
+    /// Word vectors `[B, d]` of integer codes `[B, D]`.
+    pub fn decode(&self, codes: &Tensor) -> Tensor {
+        self.compose(&self.code_vectors(codes))
+    }
+
+    /// Every variable under its contract name, for [`crate::composer::Composer::new`].
+    pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        let mut v = vec![
+            (composer::CODEBOOKS, &self.codebooks),
+            (composer::OUT_WEIGHT, &self.out_weight),
+            (composer::OUT_BIAS, &self.out_bias),
+        ];
+        if let Some(h) = &self.hidden {
+            v.push((composer::HIDDEN_WEIGHT, &h.weight));
+            v.push((composer::HIDDEN_BIAS, &h.bias));
+            v.push((composer::HIDDEN_OUT_WEIGHT, &h.out_weight));
+        }
+        if let Some(l) = &self.lstm {
+            v.push((composer::LSTM_WEIGHT_IH, &l.weight_ih));
+            v.push((composer::LSTM_WEIGHT_HH, &l.weight_hh));
+            v.push((composer::LSTM_BIAS_IH, &l.bias_ih));
+            v.push((composer::LSTM_BIAS_HH, &l.bias_hh));
+        }
+        v
+    }
+
+    /// Copies the variables out into the pure-Rust decoder.
+    pub fn export(&self) -> Result<composer::Composer, ExportError> {
+        let mut tensors = BTreeMap::new();
+        for (name, t) in self.named() {
+            let t = t
+                .detach()
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+            let data = Vec::<f32>::try_from(t.view(-1)).map_err(|source| ExportError::Torch {
+                name: name.to_string(),
+                source,
+            })?;
+            let tensor = composer::Tensor::new(shape, data).ok_or_else(|| ExportError::Torch {
+                name: name.to_string(),
+                source: tch::TchError::Shape("tensor data disagrees with its shape".into()),
+            })?;
+            tensors.insert(name.to_string(), tensor);
+        }
+        Ok(composer::Composer::new(self.config, tensors)?)
+    }
+}
+
+/// The trained weights could not become a [`composer::Composer`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// LibTorch failed to hand over a tensor.
+    #[error("cannot copy composer tensor {name} out of LibTorch")]
+    Torch {
+        /// The tensor.
+        name: String,
+        /// Why.
+        #[source]
+        source: tch::TchError,
+    },
+    /// The shapes do not fit the configuration (a bug, reported rather than panicking).
+    #[error(transparent)]
+    Composer(#[from] composer::ComposerError),
+}
+
+/// The encoder g: a tanh hidden layer, then D groups of K logits.
+#[derive(Debug)]
+pub struct Encoder {
+    hidden: nn::Linear,
+    logits: nn::Linear,
+    num_codebooks: i64,
+    num_codes: i64,
+}
+
+impl Encoder {
+    /// Creates `encoder.hidden` and `encoder.logits` under `p`.
+    pub fn new(
+        p: &nn::Path,
+        in_dim: usize,
+        hidden: usize,
+        num_codebooks: usize,
+        num_codes: usize,
+    ) -> Self {
+        let e = p / "encoder";
+        Encoder {
+            hidden: nn::linear(
+                &e / "hidden",
+                in_dim as i64,
+                hidden as i64,
+                Default::default(),
+            ),
+            logits: nn::linear(
+                &e / "logits",
+                hidden as i64,
+                (num_codebooks * num_codes) as i64,
+                Default::default(),
+            ),
+            num_codebooks: num_codebooks as i64,
+            num_codes: num_codes as i64,
+        }
+    }
+
+    /// Another handle on the same variables, for a worker thread.
+    pub fn shallow_clone(&self) -> Self {
+        let copy = |l: &nn::Linear| nn::Linear {
+            ws: l.ws.shallow_clone(),
+            bs: l.bs.as_ref().map(Tensor::shallow_clone),
+        };
+        Encoder {
+            hidden: copy(&self.hidden),
+            logits: copy(&self.logits),
+            num_codebooks: self.num_codebooks,
+            num_codes: self.num_codes,
+        }
+    }
+
+    /// Logits `[B, D, K]` of word vectors `[B, d]`.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        use tch::nn::Module;
+        self.logits.forward(&self.hidden.forward(x).tanh()).view([
+            -1,
+            self.num_codebooks,
+            self.num_codes,
+        ])
+    }
+}
+
+/// Tempered codes with a straight-through gradient.
+#[derive(Debug)]
+pub struct Relaxed {
+    /// Exactly one-hot in the forward pass; in the backward pass, the gradient of `soft`.
+    pub straight_through: Tensor,
+    /// `softmax(logits / tau)`, `[B, D, K]`.
+    pub soft: Tensor,
+    /// The argmax codes, `[B, D]`.
+    pub codes: Tensor,
+}
+
+/// The tempering softmax with the straight-through estimator (Chen, Min & Sun 2018, section 3).
+///
+/// `hard + (soft - soft.detach())` is `hard` exactly, because `soft - soft` is exactly zero in
+/// floating point, while its gradient is that of `soft`.
+pub fn straight_through(logits: &Tensor, tau: f64) -> Relaxed {
+    let k = logits.size().last().copied().unwrap_or(1);
+    let soft = (logits / tau).softmax(-1, Kind::Float);
+    let codes = logits.argmax(-1, false);
+    let hard = codes.one_hot(k).to_kind(Kind::Float);
+    let straight_through = hard + (&soft - soft.detach());
+    Relaxed {
+        straight_through,
+        soft,
+        codes,
+    }
+}
+
+/// Mean entropy (nats) of relaxed code distributions `[B, D, K]`.
+pub fn mean_entropy(soft: &Tensor) -> Tensor {
+    -(soft * soft.clamp_min(1e-12).log())
+        .sum_dim_intlist(-1, false, None::<Kind>)
+        .mean(None::<Kind>)
+}
+
+/// Mean over words of the squared L2 error.
+pub fn reconstruction_loss(y: &Tensor, x: &Tensor) -> Tensor {
+    (y - x)
+        .square()
+        .sum_dim_intlist(1, false, None::<Kind>)
+        .mean(None::<Kind>)
+}
