@@ -15,6 +15,7 @@ pub mod compressed;
 pub mod embeddings;
 pub mod eval;
 pub mod format;
+pub mod method;
 pub mod progress;
 #[cfg(feature = "train")]
 pub mod train;
