@@ -50,6 +50,11 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(w, "words (N)     {}", grouped(n))?;
     writeln!(w, "dimension (d) {}", c.out_dim)?;
+    let method = &kdz.metadata().method;
+    // Files written before methods were recorded leave it empty.
+    if !method.is_empty() {
+        writeln!(w, "method        {method}")?;
+    }
     writeln!(
         w,
         "codes         D = {} codebooks of K = {} codes, {} bits each, {} bytes per word",

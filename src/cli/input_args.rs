@@ -4,8 +4,6 @@ use kdcompress::input::{DuplicatePolicy, Format, ReadOptions};
 
 /// How to read the input vectors (flatten into a command with `#[command(flatten)]`).
 #[derive(Debug, Clone, Default, clap::Args)]
-// The binary uses these once the compress command (built on another branch) flattens them.
-#[allow(dead_code)]
 pub struct InputArgs {
     /// Input format; detected from the content when absent (never from the file name).
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -21,7 +19,6 @@ pub struct InputArgs {
     pub lossy_utf8: bool,
 }
 
-#[allow(dead_code)]
 impl InputArgs {
     /// The library's reading options for these arguments.
     pub fn to_options(&self) -> ReadOptions {
