@@ -4,6 +4,7 @@
 //! The page is one file with inline CSS and inline SVG: no scripts, fonts or images to fetch,
 //! so it opens anywhere, offline, and can be attached to an issue as is.
 
+pub mod evaluation;
 pub mod svg;
 
 use std::collections::BTreeMap;
