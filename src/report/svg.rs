@@ -160,10 +160,12 @@ pub fn line_chart(
                 H - TOP - BOTTOM
             );
         }
+        // Kept inside the chart: a short last stage would push its label off the edge.
+        let label_x = ((a + b) / 2.0).clamp(LEFT + 30.0, W - RIGHT - 30.0);
         let _ = write!(
             out,
             r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
-            (a + b) / 2.0,
+            label_x,
             TOP - 6.0,
             escape(&s.name)
         );
@@ -172,19 +174,21 @@ pub fn line_chart(
     // y ticks: decades on a log scale, round numbers otherwise.
     let yticks: Vec<(f64, String)> = if log_y {
         let (lo, hi) = (y0.floor() as i32, y1.ceil() as i32);
-        let mut t: Vec<(f64, String)> = (lo..=hi)
+        let inside = |t: &(f64, String)| t.0 >= y0 && t.0 <= y1;
+        let decades: Vec<(f64, String)> = (lo..=hi)
             .map(|e| (f64::from(e), tick_label(10f64.powi(e))))
+            .filter(inside)
             .collect();
-        if t.len() <= 2 {
-            // Less than a decade: label 2x and 5x steps too.
-            t = (lo - 1..=hi)
+        if decades.len() >= 3 {
+            decades
+        } else {
+            // Less than two decades visible: label the 2x and 5x steps too.
+            (lo..=hi)
                 .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
                 .map(|v| (v.log10(), tick_label(v)))
-                .collect();
+                .filter(inside)
+                .collect()
         }
-        t.into_iter()
-            .filter(|(v, _)| *v >= y0 && *v <= y1)
-            .collect()
     } else {
         linear_ticks(y0, y1)
             .into_iter()
@@ -436,6 +440,18 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn log_scale_within_a_decade_gets_intermediate_ticks() {
+        let s = [Series {
+            name: "mse".into(),
+            points: vec![(1.0, 3.0), (2.0, 14.0)],
+        }];
+        let svg = line_chart("t", "x", "y", &s, &[], true);
+        for label in [">5<", ">10<"] {
+            assert!(svg.contains(label), "missing tick {label}");
+        }
     }
 
     #[test]
