@@ -1,7 +1,7 @@
 //! `kdcompress eval FILE.kdz --original VECTORS`: how well the decoded vectors stand in for the
 //! originals, each score beside the originals' own; `--report` adds an HTML page with charts.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -9,6 +9,7 @@ use kdcompress::export::atomic_write;
 use kdcompress::format::Kdz;
 use kdcompress::input;
 use kdcompress::inspect::{self, CodeStats};
+use kdcompress::progress::Progress;
 use kdcompress::report::evaluation::{EvalOptions, Evaluation};
 use kdcompress::report::{self, Page, TrainingLog};
 
@@ -86,7 +87,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         neighbour_samples: usize::try_from(args.samples).unwrap_or(usize::MAX),
         seed: args.seed,
     };
-    let evaluation = Evaluation::compute(&kdz, &loaded.embeddings, &args.original, &opts)?;
+    let mut progress = Stages {
+        show: io::stderr().is_terminal(),
+    };
+    let evaluation = Evaluation::compute(
+        &kdz,
+        &loaded.embeddings,
+        &args.original,
+        &opts,
+        &mut progress,
+    )?;
 
     let mut out = BufWriter::new(io::stdout().lock());
     if args.json {
@@ -125,6 +135,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Names each stage on a terminal, so a minute of scoring 400,000 words is not silent.
+struct Stages {
+    show: bool,
+}
+
+impl Progress for Stages {
+    fn stage_start(&mut self, stage: &str, total: u64) {
+        if self.show {
+            eprintln!("eval: {stage} ({total})");
+        }
+    }
 }
 
 fn print_text(e: &Evaluation, out: &mut impl Write) -> io::Result<()> {

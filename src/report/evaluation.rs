@@ -11,6 +11,7 @@ use crate::embeddings::Embeddings;
 use crate::eval::{self, EvalError, NeighbourReference};
 use crate::format::Kdz;
 use crate::inspect::{Aligned, UnitRows};
+use crate::progress::Progress;
 
 use super::MetricRow;
 
@@ -189,12 +190,14 @@ pub fn relative_error(original: &[f32], decoded: &[f32]) -> f64 {
 }
 
 impl Evaluation {
-    /// Scores `kdz` against `original` (read from `original_path`, which names it in results).
+    /// Scores `kdz` against `original` (read from `original_path`, which names it in results),
+    /// telling `progress` as each of the slower stages starts.
     pub fn compute(
         kdz: &Kdz,
         original: &Embeddings,
         original_path: &Path,
         opts: &EvalOptions,
+        progress: &mut dyn Progress,
     ) -> Result<Self, EvaluationError> {
         let dim = kdz.dim();
         if original.dim() != dim {
@@ -224,6 +227,7 @@ impl Evaluation {
             None => None,
         };
 
+        progress.stage_start("decode", kdz.len() as u64);
         let decoded = kdz.decode_all();
         let present = &aligned.present;
         let dec = present_rows(&decoded, dim, present);
@@ -231,6 +235,7 @@ impl Evaluation {
 
         let mse = eval::mse(&orig, &dec, dim)?;
         let mean_cosine = eval::mean_cosine(&orig, &dec, dim)?;
+        progress.stage_start("neighbours", opts.neighbour_samples as u64);
         let reference = NeighbourReference::new(
             &orig,
             dim,
@@ -262,6 +267,10 @@ impl Evaluation {
             .collect();
 
         let analogy = questions.map(|(path, sections)| {
+            progress.stage_start(
+                "analogy",
+                sections.iter().map(|s| s.questions.len() as u64).sum(),
+            );
             let task = AnalogyTask::new(&sections, kdz.vocab(), opts.analogy_vocab, |r| present[r]);
             let d = task.score(&UnitRows::new(decoded.clone(), dim));
             let o = task.score(&UnitRows::new(aligned.matrix.clone(), dim));
