@@ -381,6 +381,53 @@ mod tests {
         assert_eq!(relative_error(&[0.0], &[1.0]), f64::INFINITY);
     }
 
+    /// The decoded table against itself with one word missing and one word extra: every score
+    /// is perfect, and counts only the shared words.
+    #[test]
+    fn compute_on_shared_words_only() {
+        use crate::progress::Recorder;
+        use crate::vocab::Vocab;
+        let kdz = super::super::tests::small_kdz();
+        let decoded = kdz.decode_all();
+        let mut words: Vec<String> = kdz.vocab().words().to_vec();
+        let mut matrix = decoded.clone();
+        // Drop "b" (row 1), add "zzz".
+        words.remove(1);
+        matrix.drain(2..4);
+        words.push("zzz".into());
+        matrix.extend([7.0, 7.0]);
+        let original = Embeddings::new(Vocab::new(words).unwrap(), 2, matrix);
+        let questions = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(questions.path(), ": s\na d e f\na b e f\n").unwrap();
+        let opts = EvalOptions {
+            analogy: Some(questions.path().to_owned()),
+            ..EvalOptions::default()
+        };
+        let mut rec = Recorder::default();
+        let e =
+            Evaluation::compute(&kdz, &original, Path::new("orig.txt"), &opts, &mut rec).unwrap();
+        assert_eq!(rec.stages, ["decode", "neighbours", "analogy"]);
+        assert_eq!((e.words, e.words_in_original), (6, 5));
+        assert_eq!(e.mse, Pair::both(0.0, 0.0));
+        assert_eq!(e.neighbours.samples, 5);
+        let a = e.analogy.unwrap();
+        // The question with "b" cannot be asked of the original, so of neither.
+        assert_eq!((a.questions, a.answerable), (2, 1));
+        assert_eq!(a.accuracy.decoded, a.accuracy.original);
+        let err = Evaluation::compute(
+            &kdz,
+            &Embeddings::new(Vocab::new(vec!["q".into()]).unwrap(), 2, vec![1.0, 0.0]),
+            Path::new("o.txt"),
+            &EvalOptions::default(),
+            &mut rec,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "o.txt: none of the 6 words of small.kdz is in this file"
+        );
+    }
+
     #[test]
     fn present_rows_keeps_table_order() {
         let m = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];

@@ -515,7 +515,7 @@ mod tests {
     }
 
     /// A table of 6 words, K = 4, D = 2; two words share a code, one word needs escaping.
-    fn small_kdz() -> Kdz {
+    pub(super) fn small_kdz() -> Kdz {
         use crate::codes::Codes;
         use crate::composer::{Composer, ComposerConfig, ComposerKind, Tensor};
         use crate::compressed::Compressed;
