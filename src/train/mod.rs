@@ -32,7 +32,10 @@ mod config;
 pub mod model;
 mod parallel;
 mod pipeline;
+mod rng;
 pub mod search;
+
+pub use rng::Rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
