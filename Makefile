@@ -33,6 +33,8 @@ test: $(TORCH_STAMP)
 	cargo build --release --locked --no-default-features
 	cargo test --release --locked --no-default-features --lib
 	cargo test --release --locked
+	cargo build --release --locked --example make_kdz
+	$(PY) -m unittest discover -s python/tests -v
 
 torch: $(TORCH_STAMP)
 
@@ -41,7 +43,7 @@ $(TORCH_STAMP):
 	mkdir -p $(CACHE_DIR)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==$(TORCH_VERSION) numpy
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) numpy safetensors
 	touch $@
 
 # Python tools for `make data` and `make bench` (faiss baselines), in the same cached venv.

@@ -250,7 +250,7 @@ mod tests {
             let mut row = vec![0u8; packed_row_len(codes.len(), bits)];
             pack_row(&codes, bits, &mut row);
             let used = codes.len() * bits as usize;
-            if used % 8 != 0 {
+            if !used.is_multiple_of(8) {
                 let last = row[row.len() - 1];
                 proptest::prop_assert_eq!(last >> (used % 8), 0, "padding bits must be zero");
             }

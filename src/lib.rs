@@ -9,13 +9,21 @@
 //! it as a `.kdz`; decoding, inspection and export need no LibTorch.
 #![deny(missing_docs)]
 
+pub mod analogy;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
+#[cfg(feature = "train")]
+pub mod embedding_layer;
 pub mod embeddings;
 pub mod eval;
+pub mod export;
 pub mod format;
+pub mod input;
+pub mod inspect;
+pub mod method;
 pub mod progress;
+pub mod report;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod vocab;

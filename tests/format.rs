@@ -209,7 +209,7 @@ fn small_file_has_the_documented_layout() {
     let expected: Vec<u8> = (0..4)
         .flat_map(|r| {
             let row = c.codes.row(r);
-            let v = u16::from(row[0]) | u16::from(row[1]) << 3 | u16::from(row[2]) << 6;
+            let v = row[0] | row[1] << 3 | row[2] << 6;
             v.to_le_bytes()
         })
         .collect();

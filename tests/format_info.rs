@@ -60,7 +60,7 @@ fn info_reports_sections_ratio_and_metadata() {
     let (head, tail) = digits.split_at(digits.len() - 3);
     let size = format!("format        .kdz 1.0, {head},{tail} bytes");
     assert!(
-        file_len >= 1000 && file_len < 1_000_000 && out.contains(&size),
+        (1000..1_000_000).contains(&file_len) && out.contains(&size),
         "{size:?} in:\n{out}"
     );
     // The codes alone: 400,000 / 20,000 bytes.

@@ -71,9 +71,9 @@ pub struct CompressArgs {
     /// Code positions per word (D).
     #[arg(short = 'D', long = "codebooks", default_value_t = 32)]
     pub num_codebooks: usize,
-    /// Keep only the first N words of the input.
-    #[arg(long, value_name = "N")]
-    pub max_words: Option<usize>,
+    /// How to read the input (format, --max-words, duplicates, UTF-8).
+    #[command(flatten)]
+    pub input_args: super::input_args::InputArgs,
     /// How code vectors become a word vector.
     #[arg(long, value_enum, default_value_t = ComposerArg::Linear)]
     pub composer: ComposerArg,
@@ -148,12 +148,21 @@ pub struct CompressArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// How codes are learned: kd (the staged KD pipeline), dccl (Shu & Nakayama 2018),
+    /// dpq-sx or dpq-vq (Chen, Li & Sun 2020); recorded in the file's metadata.
+    #[arg(long, value_enum, default_value_t = kdcompress::method::Method::Kd)]
+    pub method: kdcompress::method::Method,
+    /// Weight of DPQ-VQ's commitment loss.
+    #[arg(long, default_value_t = 0.25, value_name = "BETA")]
+    pub commitment: f64,
 }
 
 #[cfg(feature = "train")]
 fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
     let device = args.device.parse().with_context(|| "invalid --device")?;
     let config = TrainConfig {
+        method: args.method,
+        commitment: args.commitment,
         num_codes: args.num_codes,
         num_codebooks: args.num_codebooks,
         composer: args.composer.into(),
@@ -253,7 +262,8 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let device = train::resolve_device(config.device)?;
     let mut progress = CliProgress::new(args.quiet, log);
     progress.note(&format!("reading {}", input.display()));
-    let (embeddings, source) = glove_text::read(&input, args.max_words)?;
+    let loaded = kdcompress::input::read(&input, &args.input_args.to_options())?;
+    let (embeddings, source) = (loaded.embeddings, loaded.source);
     let (n, d) = (embeddings.len(), embeddings.dim());
     progress.note(&format!(
         "{n} words × {d} dims; training K={} D={} on {}",
@@ -267,7 +277,7 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let report = trained.report.clone();
     let metadata = kdcompress::compressed::Metadata {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        method: "kd".into(),
+        method: config.method.name().into(),
         source: source.clone(),
         training: serde_json::to_value(&config)?,
         seed: config.seed,
@@ -492,73 +502,5 @@ impl Progress for CliProgress {
 
     fn message(&mut self, text: &str) {
         self.note(text);
-    }
-}
-
-/// A minimal GloVe-text reader, used until the shared input reader lands on main.
-#[cfg(feature = "train")]
-mod glove_text {
-    use std::path::Path;
-
-    use anyhow::{Context, bail};
-    use kdcompress::compressed::Source;
-    use kdcompress::embeddings::Embeddings;
-    use kdcompress::vocab::Vocab;
-
-    pub fn read(path: &Path, max_words: Option<usize>) -> anyhow::Result<(Embeddings, Source)> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes)
-            .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-        let (mut words, mut data, mut dim) = (Vec::new(), Vec::new(), None);
-        for (i, line) in text.lines().enumerate() {
-            if max_words.is_some_and(|m| words.len() >= m) {
-                break;
-            }
-            let mut f = line.split(' ');
-            let Some(word) = f.next().filter(|w| !w.is_empty()) else {
-                continue;
-            };
-            let before = data.len();
-            for v in f {
-                data.push(v.parse::<f32>().with_context(|| {
-                    format!("{}:{}: {v:?} is not a number", path.display(), i + 1)
-                })?);
-            }
-            let got = data.len() - before;
-            match dim {
-                None if got > 0 => dim = Some(got),
-                Some(d) if d == got => {}
-                _ => bail!(
-                    "{}:{}: expected {} values, found {got}",
-                    path.display(),
-                    i + 1,
-                    dim.unwrap_or(0)
-                ),
-            }
-            words.push(word.to_string());
-        }
-        let Some(dim) = dim else {
-            bail!("{} holds no vectors", path.display());
-        };
-        let vocab = Vocab::new(words).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: rows {} and {} hold the same word",
-                path.display(),
-                e.first + 1,
-                e.second + 1
-            )
-        })?;
-        let source = Source {
-            file_name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            file_size: bytes.len() as u64,
-            hash: format!("{:08x}", crc32fast::hash(&bytes)),
-            hash_algorithm: "crc32".into(),
-            format: "glove".into(),
-        };
-        Ok((Embeddings::new(vocab, dim, data), source))
     }
 }

@@ -28,7 +28,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -50,6 +50,11 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(w, "words (N)     {}", grouped(n))?;
     writeln!(w, "dimension (d) {}", c.out_dim)?;
+    let method = &kdz.metadata().method;
+    // Files written before methods were recorded leave it empty.
+    if !method.is_empty() {
+        writeln!(w, "method        {method}")?;
+    }
     writeln!(
         w,
         "codes         D = {} codebooks of K = {} codes, {} bits each, {} bytes per word",

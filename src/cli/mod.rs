@@ -4,8 +4,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod codes;
 pub mod compress;
+pub mod export;
+pub mod groups;
 pub mod info;
+pub mod input_args;
+pub mod similar;
 
 /// Compress pretrained word vectors into KD codes.
 #[derive(Debug, Parser)]
@@ -30,6 +35,14 @@ pub struct Cli {
 pub enum Command {
     /// Show what a .kdz holds: sections, sizes, bits per word, compression ratio, metadata.
     Info(info::InfoArgs),
+    /// Show words' codes, the words sharing them and the nearest codes by Hamming distance.
+    Codes(codes::CodesArgs),
+    /// List the largest groups of words sharing a code or a code prefix; code usage statistics.
+    Groups(groups::GroupsArgs),
+    /// List a word's nearest neighbours by cosine of the decoded vectors.
+    Similar(similar::SimilarArgs),
+    /// Write decoded vectors (GloVe text, word2vec binary, .npy) or the model (safetensors).
+    Export(export::ExportArgs),
 }
 
 /// Runs the parsed command line.
@@ -37,6 +50,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => compress::run(cli.compress),
         Some(Command::Info(args)) => info::run(args),
+        Some(Command::Codes(args)) => codes::run(args),
+        Some(Command::Groups(args)) => groups::run(args),
+        Some(Command::Similar(args)) => similar::run(args),
+        Some(Command::Export(args)) => export::run(args),
     }
 }
 

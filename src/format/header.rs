@@ -300,7 +300,7 @@ pub fn padding_after(pos: u64) -> u64 {
     align(pos).map_or(0, |a| a - pos)
 }
 
-const _: () = assert!(ALIGN.is_power_of_two() && HEADER_LEN as u64 % ALIGN == 0);
+const _: () = assert!(ALIGN.is_power_of_two() && (HEADER_LEN as u64).is_multiple_of(ALIGN));
 
 #[cfg(test)]
 mod tests {

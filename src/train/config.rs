@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use crate::codes::{MAX_D, MAX_K};
 use crate::composer::ComposerKind;
+use crate::train::methods::Method;
 
 /// Where the tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -86,6 +87,12 @@ pub enum TauSchedule {
 /// Every training option. Build one, call [`TrainConfig::validate`], then train.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TrainConfig {
+    /// How codes are learned. Methods other than `kd` fix their own composer (`dccl`: sum of
+    /// code vectors; `dpq-*`: concatenation) and ignore `composer`, `init`, `refine` and the
+    /// search options.
+    pub method: Method,
+    /// Weight β of DPQ-VQ's commitment loss.
+    pub commitment: f64,
     /// Codes per position (K).
     pub num_codes: usize,
     /// Positions per word (D).
@@ -142,6 +149,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            method: Method::Kd,
+            commitment: 0.25,
             num_codes: 32,
             num_codebooks: 32,
             composer: ComposerKind::Linear,
@@ -227,9 +236,35 @@ impl TrainConfig {
         let d = self.num_codebooks;
         range("-K", "in 2..=65536", k, (2..=MAX_K as usize).contains(&k))?;
         range("-D", "in 1..=1024", d, (1..=MAX_D).contains(&d))?;
-        if self.composer == ComposerKind::Concat {
+        if self.method == Method::Kd && self.composer == ComposerKind::Concat {
             return Err(ConfigError::Conflict {
-                reason: "the trainer learns linear, mlp and lstm composers, not concat".into(),
+                reason: "the trainer learns linear, mlp and lstm composers, not concat \
+                         (concat is what --method dpq-sx and dpq-vq learn)"
+                    .into(),
+            });
+        }
+        if self.method != Method::Kd && self.code_dim.is_some() {
+            return Err(ConfigError::Conflict {
+                reason: format!(
+                    "--method {} fixes the code vector width (dccl: d, dpq: ceil(d / D)): \
+                     --code-dim does not apply",
+                    self.method
+                ),
+            });
+        }
+        let beta = self.commitment;
+        range(
+            "--commitment",
+            "a finite number in [0, 1000]",
+            beta,
+            beta.is_finite() && (0.0..=1000.0).contains(&beta),
+        )?;
+        if self.method != Method::Kd && self.epochs == 0 {
+            return Err(ConfigError::Conflict {
+                reason: format!(
+                    "--method {} learns its codes by training: --epochs must be at least 1",
+                    self.method
+                ),
             });
         }
         if let Some(e) = self.code_dim {
@@ -448,6 +483,22 @@ mod tests {
                 }),
             ),
             ("concat", Box::new(|c| c.composer = ComposerKind::Concat)),
+            ("--commitment", Box::new(|c| c.commitment = f64::NAN)),
+            ("--commitment", Box::new(|c| c.commitment = -1.0)),
+            (
+                "--code-dim does not apply",
+                Box::new(|c| {
+                    c.method = Method::DpqSx;
+                    c.code_dim = Some(8);
+                }),
+            ),
+            (
+                "--method dccl learns its codes by training",
+                Box::new(|c| {
+                    c.method = Method::Dccl;
+                    c.epochs = 0;
+                }),
+            ),
             (
                 "too large",
                 Box::new(|c| {

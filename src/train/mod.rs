@@ -29,6 +29,7 @@
 //! ```
 
 mod config;
+pub mod methods;
 pub mod model;
 mod parallel;
 mod pipeline;
@@ -38,6 +39,8 @@ pub mod search;
 pub use rng::Rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub use methods::Method;
 
 pub use config::{ConfigError, DeviceChoice, Init, ParseDeviceError, TauSchedule, TrainConfig};
 
@@ -82,6 +85,14 @@ pub enum TrainError {
     NotFinite {
         /// The row, from 0.
         row: usize,
+    },
+    /// The method cannot work on vectors of this shape.
+    #[error("--method {method}: {reason}")]
+    Method {
+        /// The method.
+        method: &'static str,
+        /// Why not.
+        reason: String,
     },
     /// LibTorch failed (out of memory, a CUDA error, ...).
     #[error("LibTorch failed during {stage}: {message}")]
@@ -257,7 +268,14 @@ pub fn train(
     // so that a caller gets an error naming the stage instead of an abort.
     let result = pool.install(|| {
         catch_unwind(AssertUnwindSafe(|| {
-            pipeline::run(embeddings, config, device, progress, &mut stage)
+            methods::run(
+                config.method,
+                embeddings,
+                config,
+                device,
+                progress,
+                &mut stage,
+            )
         }))
     });
     match result {

@@ -1,0 +1,41 @@
+//! Writes seed files for the fuzzers: small valid `.kdz` files of every composer kind, with and
+//! without norms, at awkward K and D.
+//!
+//! `cargo run --example seeds -- corpus/open`
+
+#[path = "../../tests/format_support/mod.rs"]
+mod format_support;
+
+use format_support::{Shape, random};
+use kdcompress::composer::ComposerKind;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args()
+        .nth(1)
+        .ok_or("usage: seeds DIRECTORY")?;
+    std::fs::create_dir_all(&dir)?;
+    let kinds = [
+        ComposerKind::Linear,
+        ComposerKind::Mlp,
+        ComposerKind::Lstm,
+        ComposerKind::Concat,
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        for (k, d) in [(5u32, 3usize), (2, 9), (3, 4), (256, 2)] {
+            let shape = Shape {
+                kind,
+                n: 3 + i,
+                k,
+                d_codebooks: d,
+                code_dim: 2,
+                hidden: 2,
+                out_dim: 3,
+                norms: (k + i as u32) % 2 == 1,
+            };
+            let bytes = kdcompress::format::to_bytes(&random(i as u64, shape))?;
+            let name = format!("{dir}/{}-k{k}-d{d}.kdz", kind.name());
+            std::fs::write(&name, bytes)?;
+        }
+    }
+    Ok(())
+}

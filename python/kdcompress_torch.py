@@ -1,0 +1,207 @@
+"""A drop-in replacement for ``torch.nn.Embedding`` built from a kdcompress safetensors export.
+
+``kdcompress export vectors.kdz -o vectors.safetensors`` writes the compressed model: every
+word's D codes, the codebooks and the composer weights (layout in docs/kdz-format.md).
+:class:`KdEmbedding` loads it; the codes stay fixed (a buffer), the codebooks and the composer
+are parameters, and ``forward(indices)`` rebuilds the vectors with the same math as
+``src/composer.rs``::
+
+    emb = KdEmbedding.from_safetensors("vectors.safetensors")
+    vectors = emb(torch.tensor([emb.index("king"), emb.index("queen")]))
+
+Its state-dict names are the export's tensor names, so :meth:`KdEmbedding.save_safetensors`
+writes a fine-tuned model back in the same layout.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["KdEmbedding", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "kdcompress"
+FORMAT_VERSION = "1"
+KINDS = ("linear", "mlp", "lstm", "concat")
+
+
+class KdEmbedding(nn.Module):
+    """Word vectors rebuilt from frozen KD codes by trainable codebooks and a composer.
+
+    Args:
+        codes: integer tensor ``[N, D]``, every value below K.
+        config: the composer configuration: ``kind``, ``num_codebooks`` (D), ``num_codes``
+            (K), ``code_dim`` (d'), ``hidden`` (h), ``out_dim`` (d).
+        tensors: ``codebooks`` and the composer tensors by their export names, e.g.
+            ``composer.out.weight``; missing ones start at PyTorch's defaults.
+        vocab: the N words in row order, if known.
+    """
+
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        config: Dict[str, object],
+        tensors: Optional[Dict[str, torch.Tensor]] = None,
+        vocab: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__()
+        kind = config["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown composer kind {kind!r}; expected one of {KINDS}")
+        d_books, k = int(config["num_codebooks"]), int(config["num_codes"])
+        code_dim, hidden, out_dim = (
+            int(config["code_dim"]),
+            int(config["hidden"]),
+            int(config["out_dim"]),
+        )
+        if codes.dim() != 2 or codes.shape[1] != d_books:
+            raise ValueError(f"codes have shape {tuple(codes.shape)}, expected [N, {d_books}]")
+        if codes.is_floating_point() or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be integers, got {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= k):
+            raise ValueError(f"codes must lie in 0..{k - 1}")
+        if kind == "concat" and d_books * code_dim < out_dim:
+            raise ValueError("concat needs num_codebooks * code_dim >= out_dim")
+        if vocab is not None and len(vocab) != codes.shape[0]:
+            raise ValueError(f"{len(vocab)} words for {codes.shape[0]} rows of codes")
+
+        self.kind = kind
+        self.num_codebooks, self.num_codes = d_books, k
+        self.code_dim, self.hidden, self.out_dim = code_dim, hidden, out_dim
+        self.embedding_dim = out_dim
+        self.num_embeddings = int(codes.shape[0])
+        # Kept in the export's narrow dtype: N x D int64 would cost 8 bytes a code.
+        self.register_buffer("codes", codes.clone())
+        self.register_buffer("_positions", torch.arange(d_books), persistent=False)
+        self.codebooks = nn.Parameter(torch.randn(d_books, k, code_dim) * 0.1)
+
+        self.composer = nn.Module()
+        if kind in ("linear", "mlp"):
+            self.composer.out = nn.Linear(code_dim, out_dim)
+        if kind == "mlp":
+            self.composer.hidden = nn.Linear(code_dim, hidden)
+            self.composer.hidden_out = nn.Linear(hidden, out_dim, bias=False)
+        if kind == "lstm":
+            # LSTMCell's gates (input, forget, cell, output) and parameter names match
+            # src/composer.rs and the export: composer.lstm.weight_ih and so on.
+            self.composer.lstm = nn.LSTMCell(code_dim, hidden)
+            self.composer.out = nn.Linear(hidden, out_dim)
+
+        self.vocab: Optional[List[str]] = list(vocab) if vocab is not None else None
+        self._index = {w: i for i, w in enumerate(self.vocab)} if self.vocab else {}
+        if tensors:
+            self.load_tensors(tensors)
+
+    def load_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
+        """Copies ``codebooks`` and composer tensors in, checking that names and shapes match."""
+        own = dict(self.named_parameters())
+        unknown = sorted(set(tensors) - set(own))
+        if unknown:
+            raise ValueError(f"tensors {unknown} are not used by the {self.kind} composer")
+        missing = sorted(set(own) - set(tensors))
+        if missing:
+            raise ValueError(f"tensors {missing} are missing for the {self.kind} composer")
+        with torch.no_grad():
+            for name, value in tensors.items():
+                if tuple(value.shape) != tuple(own[name].shape):
+                    raise ValueError(
+                        f"tensor {name} has shape {tuple(value.shape)}, "
+                        f"expected {tuple(own[name].shape)}"
+                    )
+                own[name].copy_(value.to(own[name].dtype))
+
+    @classmethod
+    def from_safetensors(cls, path: str, device: Optional[str] = None) -> "KdEmbedding":
+        """Loads ``kdcompress export --format safetensors`` output."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device=device or "cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path}: not a kdcompress safetensors export")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"{path}: export layout version {meta.get('format_version')!r}; "
+                    f"this module reads version {FORMAT_VERSION}"
+                )
+            config = json.loads(meta["composer"])
+            vocab = json.loads(meta["vocab"]) if "vocab" in meta else None
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        codes = tensors.pop("codes")
+        tensors.pop("norms", None)
+        module = cls(codes, config, tensors, vocab)
+        module.source_metadata = json.loads(meta.get("kdz_metadata", "{}"))
+        return module.to(device) if device else module
+
+    def config(self) -> Dict[str, object]:
+        """The composer configuration, as in the export's ``composer`` metadata."""
+        return {
+            "kind": self.kind,
+            "num_codebooks": self.num_codebooks,
+            "num_codes": self.num_codes,
+            "code_dim": self.code_dim,
+            "hidden": self.hidden,
+            "out_dim": self.out_dim,
+        }
+
+    def save_safetensors(self, path: str) -> None:
+        """Writes the current weights in the export layout (for example after fine-tuning)."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "composer": json.dumps(self.config()),
+        }
+        if self.vocab is not None:
+            meta["vocab"] = json.dumps(self.vocab)
+        save_file(tensors, str(path), metadata=meta)
+
+    def index(self, word: str) -> int:
+        """The row of ``word``; ``KeyError`` naming close words if absent."""
+        if not self._index:
+            raise KeyError("this embedding has no vocabulary")
+        try:
+            return self._index[word]
+        except KeyError:
+            folded = word.lower()
+            close = [w for w in self._index if w.lower() == folded][:5]
+            close += difflib.get_close_matches(word, self._index, n=5 - len(close), cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(f"{word!r} is not in the vocabulary{hint}") from None
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """Vectors ``[..., out_dim]`` for integer ``indices`` of any shape."""
+        codes = self.codes[indices].long()  # [..., D]
+        # codebooks[i, codes[..., i]] for every position i: [..., D, d']
+        e = self.codebooks[self._positions, codes]
+        if self.kind == "concat":
+            flat = e.reshape(*e.shape[:-2], self.num_codebooks * self.code_dim)
+            return flat[..., : self.out_dim]
+        if self.kind in ("linear", "mlp"):
+            s = e.sum(dim=-2)
+            y = self.composer.out(s)
+            if self.kind == "mlp":
+                y = y + self.composer.hidden_out(torch.tanh(self.composer.hidden(s)))
+            return y
+        lead = e.shape[:-2]
+        steps = e.reshape(-1, self.num_codebooks, self.code_dim)
+        h = steps.new_zeros(steps.shape[0], self.hidden)
+        c = steps.new_zeros(steps.shape[0], self.hidden)
+        total = steps.new_zeros(steps.shape[0], self.hidden)
+        for t in range(self.num_codebooks):
+            h, c = self.composer.lstm(steps[:, t], (h, c))
+            total = total + h
+        return self.composer.out(total).reshape(*lead, self.out_dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_embeddings}, {self.out_dim}, kind={self.kind}, "
+            f"D={self.num_codebooks}, K={self.num_codes}, code_dim={self.code_dim}"
+            + (f", hidden={self.hidden}" if self.kind in ("mlp", "lstm") else "")
+        )
