@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod codes;
 pub mod compress;
+pub mod eval;
 pub mod export;
 pub mod groups;
 pub mod info;
@@ -43,6 +44,8 @@ pub enum Command {
     Similar(similar::SimilarArgs),
     /// Write decoded vectors (GloVe text, word2vec binary, .npy) or the model (safetensors).
     Export(export::ExportArgs),
+    /// Score the decoded vectors against the originals; optionally an HTML report.
+    Eval(eval::EvalArgs),
 }
 
 /// Runs the parsed command line.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Groups(args)) => groups::run(args),
         Some(Command::Similar(args)) => similar::run(args),
         Some(Command::Export(args)) => export::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 

@@ -312,7 +312,11 @@ impl Evaluation {
         };
         let mut rows = vec![
             row("MSE per word".into(), self.mse, String::new()),
-            row("relative error".into(), self.relative_error, "‖X̂−X‖/‖X‖".into()),
+            row(
+                "relative error".into(),
+                self.relative_error,
+                "‖X̂−X‖/‖X‖".into(),
+            ),
             row("mean cosine".into(), self.mean_cosine, String::new()),
             row(
                 format!("top-{} neighbour overlap", self.neighbours.k),

@@ -4,6 +4,7 @@
 //! The page is one file with inline CSS and inline SVG: no scripts, fonts or images to fetch,
 //! so it opens anywhere, offline, and can be attached to an issue as is.
 
+pub mod evaluation;
 pub mod svg;
 
 use std::collections::BTreeMap;
@@ -364,7 +365,11 @@ pub fn render_html(page: &Page) -> String {
                 format!("{lo}–{hi}")
             },
             value: share(words),
-            note: format!("{codes} codes, {:.1}%", share(words)),
+            note: format!(
+                "{codes} code{}, {:.1}%",
+                if codes == 1 { "" } else { "s" },
+                share(words)
+            ),
         })
         .collect();
     h.push_str(&svg::bar_chart(
@@ -397,7 +402,7 @@ pub fn render_html(page: &Page) -> String {
     let max = s.max_entropy_bits();
     let _ = write!(
         h,
-        "<h2>Code usage per position</h2><p>Entropy of the values each position takes, out of log₂ K = {max:.2} bits; the number above a bar is how many of the {} values are used.</p>",
+        "<h2>Code usage per position</h2><p>Entropy of the values each position takes, out of log₂ K = {max:.2} bits; the number on a bar is how many of the {} values occur there.</p>",
         s.k
     );
     let bars: Vec<Bar> = s

@@ -150,6 +150,7 @@ pub fn line_chart(
     let py = |y: f64| TOP + (1.0 - (y - y0) / (y1 - y0)) * (H - TOP - BOTTOM);
 
     // Stage backgrounds first, so lines draw over them.
+    let mut labels_end = f64::MIN;
     for (i, s) in segments.iter().enumerate() {
         let (a, b) = (px(s.start.max(x0)), px(s.end.min(x1)));
         if i % 2 == 1 {
@@ -160,10 +161,19 @@ pub fn line_chart(
                 H - TOP - BOTTOM
             );
         }
+        // Kept inside the chart: a short last stage would push its label off the edge.
+        let label_x = ((a + b) / 2.0).clamp(LEFT + 30.0, W - RIGHT - 30.0);
+        // About 6.5 units per character at this size; a label that would overlap the previous
+        // one is left out (its shading still shows the stage).
+        let half = 3.25 * s.name.chars().count() as f64;
+        if label_x - half < labels_end + 4.0 {
+            continue;
+        }
+        labels_end = label_x + half;
         let _ = write!(
             out,
             r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
-            (a + b) / 2.0,
+            label_x,
             TOP - 6.0,
             escape(&s.name)
         );
@@ -172,19 +182,21 @@ pub fn line_chart(
     // y ticks: decades on a log scale, round numbers otherwise.
     let yticks: Vec<(f64, String)> = if log_y {
         let (lo, hi) = (y0.floor() as i32, y1.ceil() as i32);
-        let mut t: Vec<(f64, String)> = (lo..=hi)
+        let inside = |t: &(f64, String)| t.0 >= y0 && t.0 <= y1;
+        let decades: Vec<(f64, String)> = (lo..=hi)
             .map(|e| (f64::from(e), tick_label(10f64.powi(e))))
+            .filter(inside)
             .collect();
-        if t.len() <= 2 {
-            // Less than a decade: label 2x and 5x steps too.
-            t = (lo - 1..=hi)
+        if decades.len() >= 3 {
+            decades
+        } else {
+            // Less than two decades visible: label the 2x and 5x steps too.
+            (lo..=hi)
                 .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
                 .map(|v| (v.log10(), tick_label(v)))
-                .collect();
+                .filter(inside)
+                .collect()
         }
-        t.into_iter()
-            .filter(|(v, _)| *v >= y0 && *v <= y1)
-            .collect()
     } else {
         linear_ticks(y0, y1)
             .into_iter()
@@ -436,6 +448,44 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn log_scale_within_a_decade_gets_intermediate_ticks() {
+        let s = [Series {
+            name: "mse".into(),
+            points: vec![(1.0, 3.0), (2.0, 14.0)],
+        }];
+        let svg = line_chart("t", "x", "y", &s, &[], true);
+        for label in [">5<", ">10<"] {
+            assert!(svg.contains(label), "missing tick {label}");
+        }
+    }
+
+    #[test]
+    fn crowded_stage_labels_are_dropped_not_overlapped() {
+        let s = [Series {
+            name: "mse".into(),
+            points: (1..=100)
+                .map(|x| (f64::from(x), 1.0 / f64::from(x)))
+                .collect(),
+        }];
+        let seg = |name: &str, start: f64, end: f64| Segment {
+            name: name.into(),
+            start,
+            end,
+        };
+        let segments = [
+            seg("first-stage", 1.0, 90.0),
+            seg("fine-tune", 91.0, 95.0),
+            seg("refine", 96.0, 100.0),
+        ];
+        let svg = line_chart("t", "x", "y", &s, &segments, true);
+        assert!(svg.contains(">first-stage<"));
+        assert!(svg.contains(">fine-tune<"));
+        assert!(!svg.contains(">refine<"), "overlaps fine-tune");
+        // Every stage keeps its shading: the odd ones are drawn.
+        assert_eq!(svg.matches("fill=\"#f2f2f2\"").count(), 1);
     }
 
     #[test]

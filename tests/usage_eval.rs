@@ -1,0 +1,325 @@
+//! `kdcompress eval` on hand-built files: scores worked out by hand, JSON, the HTML report and
+//! every error.
+
+mod usage_support;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use assert_cmd::cargo::cargo_bin_cmd;
+use predicates::prelude::*;
+use usage_support::{WORDS, vector, with_major, words_kdz};
+
+fn kdc(dir: &Path) -> Command {
+    let mut cmd = cargo_bin_cmd!("kdcompress");
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// GloVe text with each word's decoded vector plus `shift(row)`.
+fn write_original(dir: &Path, name: &str, shift: impl Fn(usize) -> [f32; 2]) -> PathBuf {
+    let mut text = String::new();
+    for (row, (w, code)) in WORDS.iter().enumerate() {
+        let v = vector(*code);
+        let s = shift(row);
+        text.push_str(&format!("{w} {} {}\n", v[0] + s[0], v[1] + s[1]));
+    }
+    // A word the .kdz does not have changes nothing.
+    text.push_str("stranger 1 1\n");
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    kdz: PathBuf,
+    similarity: PathBuf,
+    analogy: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let kdz = words_kdz(dir.path());
+    let similarity = write(
+        dir.path(),
+        "sim.tsv",
+        "# w1\tw2\tscore\nking\tqueen\t8.5\nking apple 1.0\nmonday tuesday 9\nQueen prince 7\nnowhere word 5\n",
+    );
+    let analogy = write(
+        dir.path(),
+        "questions.txt",
+        ": royals\nking queen prince apple\nKing Queen Monday Tuesday\n: gram-days\nmonday sunday tuesday wednesday\nmonday sunday nowhere wednesday\n",
+    );
+    Setup {
+        dir,
+        kdz,
+        similarity,
+        analogy,
+    }
+}
+
+fn json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn identical_vectors_score_like_the_original() {
+    let s = setup();
+    let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
+    let v = json(
+        kdc(s.dir.path())
+            .arg("eval")
+            .arg(&s.kdz)
+            .arg("--original")
+            .arg(&original)
+            .arg("--similarity")
+            .arg(&s.similarity)
+            .arg("--analogy")
+            .arg(&s.analogy)
+            .arg("--json"),
+    );
+    assert_eq!(v["words"], 9);
+    assert_eq!(v["words_in_original"], 9);
+    assert_eq!(v["dim"], 2);
+    assert_eq!(v["mse"]["decoded"], 0.0);
+    assert_eq!(v["mse"]["original"], 0.0);
+    assert_eq!(v["relative_error"]["decoded"], 0.0);
+    assert!((v["mean_cosine"]["decoded"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    assert_eq!(v["neighbours"]["overlap"]["decoded"], 1.0);
+    assert_eq!(v["neighbours"]["samples"], 9);
+    let sim = &v["similarity"][0];
+    assert_eq!(sim["pairs"], 5);
+    assert_eq!(sim["found"], 4);
+    assert_eq!(sim["spearman"]["decoded"], sim["spearman"]["original"]);
+    let a = &v["analogy"];
+    assert_eq!(a["questions"], 4);
+    assert_eq!(a["answerable"], 3);
+    assert_eq!(a["accuracy"]["decoded"], a["accuracy"]["original"]);
+    assert_eq!(a["decoded"]["sections"][0]["name"], "royals");
+    assert_eq!(a["decoded"]["syntactic"]["answered"], 1);
+}
+
+#[test]
+fn shifted_original_gives_the_errors_worked_out_by_hand() {
+    let s = setup();
+    // Only king (row 3) moves, by (3, 4): a squared error of 25 over 9 words.
+    let original = write_original(s.dir.path(), "shifted.txt", |row| {
+        if row == 3 { [3.0, 4.0] } else { [0.0, 0.0] }
+    });
+    let v = json(
+        kdc(s.dir.path())
+            .arg("eval")
+            .arg(&s.kdz)
+            .arg("--original")
+            .arg(&original)
+            .arg("--json"),
+    );
+    let mse = v["mse"]["decoded"].as_f64().unwrap();
+    assert!((mse - 25.0 / 9.0).abs() < 1e-5, "{mse}");
+    let norms: f64 = WORDS
+        .iter()
+        .enumerate()
+        .map(|(row, (_, code))| {
+            let mut x = vector(*code);
+            if row == 3 {
+                x[0] += 3.0;
+                x[1] += 4.0;
+            }
+            f64::from(x[0] * x[0] + x[1] * x[1])
+        })
+        .sum();
+    let rel = v["relative_error"]["decoded"].as_f64().unwrap();
+    assert!((rel - (25.0 / norms).sqrt()).abs() < 1e-6, "{rel}");
+    assert!(v["mean_cosine"]["decoded"].as_f64().unwrap() < 1.0);
+    assert_eq!(v["mean_cosine"]["original"], 1.0);
+    assert!(v["analogy"].is_null());
+    assert_eq!(v["similarity"], serde_json::json!([]));
+}
+
+#[test]
+fn text_output_puts_scores_side_by_side() {
+    let s = setup();
+    let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
+    let out = kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&original)
+        .arg("--similarity")
+        .arg(&s.similarity)
+        .arg("--analogy")
+        .arg(&s.analogy)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    for line in [
+        ": 9 of 9 words found, d = 2",
+        "MSE per word                           0.0000     0.0000",
+        "top-10 neighbour overlap               1.0000     1.0000  9 sampled words",
+        "4 of 5 pairs",
+        "3CosAdd; 3 of 4 questions, answers among 9 words",
+        "  semantic",
+        "  syntactic",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn report_is_written_with_curve_and_code_usage() {
+    let s = setup();
+    let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
+    let log = write(
+        s.dir.path(),
+        "train.jsonl",
+        "{\"stage\":\"composer\",\"epoch\":1,\"train_loss\":1.0,\"val_mse\":0.9,\"best\":true}\n{\"stage\":\"composer\",\"epoch\":2,\"train_loss\":0.5,\"val_mse\":0.6,\"best\":true}\n",
+    );
+    let report = s.dir.path().join("report.html");
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&original)
+        .arg("--report")
+        .arg(&report)
+        .arg("--log")
+        .arg(&log)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("wrote"));
+    let html = std::fs::read_to_string(&report).unwrap();
+    for part in [
+        "<h2>Scores</h2>",
+        "2 records from",
+        "train.jsonl",
+        "Words per code",
+        "<code>1-2-3</code></td><td>monday tuesday wednesday</td>",
+        "Entropy per code position",
+    ] {
+        assert!(html.contains(part), "missing {part:?}");
+    }
+    assert_eq!(html.matches("<svg").count(), 3);
+    // Refuses to overwrite without --force, before any work.
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&original)
+        .arg("--report")
+        .arg(&report)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "report.html: the file already exists; pass --force to overwrite it",
+        ));
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&original)
+        .arg("--report")
+        .arg(&report)
+        .arg("--force")
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("No training log"),
+        "no --log, no log in the metadata"
+    );
+}
+
+#[test]
+fn errors_name_the_file_at_fault() {
+    let s = setup();
+    let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
+    let base = |extra: &[&std::ffi::OsStr]| {
+        let mut cmd = kdc(s.dir.path());
+        cmd.arg("eval").arg(&s.kdz).arg("--original").arg(&original);
+        cmd.args(extra);
+        cmd
+    };
+    let missing = s.dir.path().join("missing.tsv");
+    base(&["--similarity".as_ref(), missing.as_os_str()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "cannot read similarity file {}",
+            missing.display()
+        )));
+    let bad = write(s.dir.path(), "bad.txt", ": s\na b c\n");
+    base(&["--analogy".as_ref(), bad.as_os_str()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}:2: expected four words",
+            bad.display()
+        )));
+    let log = write(s.dir.path(), "log.jsonl", "{\"epoch\":1}\nnot json\n");
+    let report = s.dir.path().join("r.html");
+    base(&[
+        "--report".as_ref(),
+        report.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+    ])
+    .assert()
+    .failure()
+    .stderr(predicate::str::contains(format!(
+        "{}:2: not a JSON object",
+        log.display()
+    )));
+    assert!(!report.exists());
+    // --log without --report is a usage error.
+    base(&["--log".as_ref(), log.as_os_str()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--report"));
+
+    let wide = write(s.dir.path(), "wide.txt", "king 1 2 3\n");
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&wide)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(format!(
+            "{}: the vectors have 3 dimensions but {} decodes to 2",
+            wide.display(),
+            s.kdz.display()
+        )));
+    let strangers = write(s.dir.path(), "strangers.txt", "x 1 2\n");
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&s.kdz)
+        .arg("--original")
+        .arg(&strangers)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("none of the 9 words of"));
+
+    let newer = s.dir.path().join("newer.kdz");
+    with_major(&s.kdz, 3, &newer);
+    kdc(s.dir.path())
+        .arg("eval")
+        .arg(&newer)
+        .arg("--original")
+        .arg(&original)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "needs a reader for major version 3",
+        ));
+}
