@@ -56,7 +56,8 @@ data: $(TOOLS_STAMP)
 	$(PY) scripts/make_data.py --out $(DATA_DIR)
 
 bench: build data
-	cargo bench --locked --bench parse
+	KDC_DATA_DIR=$(DATA_DIR) cargo bench --locked --bench parse
+	cargo bench --locked --bench decode
 	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR)
 
 fmt:

@@ -8,7 +8,7 @@ use kdcompress::composer::{Composer, ComposerConfig, ComposerKind, Tensor as Rus
 use kdcompress::embeddings::Embeddings;
 use kdcompress::progress::Recorder;
 use kdcompress::train::model::{ComposerNet, Encoder, reconstruction_loss, straight_through};
-use kdcompress::train::{DeviceChoice, Init, TrainConfig, TrainError, train};
+use kdcompress::train::{DeviceChoice, Init, Rng, TrainConfig, TrainError, train};
 use kdcompress::vocab::Vocab;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -56,10 +56,10 @@ fn cpu(config: TrainConfig) -> TrainConfig {
     }
 }
 
-/// Variance of the fixture is about 24; faiss residual quantization (32 codebooks of 32, beam 5)
-/// reaches 0.31 and product quantization (25×6 bits) 0.41 on it. The full pipeline measures about
-/// 0.18; 0.25 leaves margin for platform differences while still failing any trainer that only
-/// gets to plain RQ quality.
+/// The fixture's total variance is 18.1; on it faiss product quantization (25×6 bits) reaches
+/// 0.53 and residual quantization (32 codebooks of 32, beam 5) 0.168. The default pipeline
+/// measures about 0.12, so 0.15 leaves margin for platform differences while failing a trainer
+/// that only reaches plain RQ quality.
 #[test]
 fn default_pipeline_beats_residual_quantization_on_real_vectors() {
     let e = fixture(5000);
@@ -67,14 +67,14 @@ fn default_pipeline_beats_residual_quantization_on_real_vectors() {
     let mut rec = Recorder::default();
     let t = train(&e, &cpu(TrainConfig::default()), &mut rec).unwrap();
     let r = &t.report;
-    assert!(var > 20.0, "{var}");
-    assert!(r.mse < 0.25, "mse {} (variance {var})", r.mse);
+    assert!(var > 15.0, "{var}");
+    assert!(r.mse < 0.15, "mse {} (variance {var})", r.mse);
     assert!(r.neighbour_overlap > 0.8, "{}", r.neighbour_overlap);
     assert_eq!(t.codes.len(), 5000);
     assert_eq!(t.codes.d(), 32);
     // Each stage is measured, in order, and the final codes are at least as good as the first.
     let names: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
-    assert_eq!(names, ["rq", "lsq", "composer", "refine"]);
+    assert_eq!(names, ["rq", "lsq"]);
     assert!(r.mse <= rec.reports[0].mse + 1e-6);
     // The pure-Rust decoder of the exported composer reproduces the reported error.
     let mut decoded = vec![0f32; 5000 * 50];
@@ -96,7 +96,8 @@ fn same_seed_same_codes_other_seed_other_codes() {
     });
     let a = train(&e, &config, &mut Recorder::default()).unwrap();
     let b = train(&e, &config, &mut Recorder::default()).unwrap();
-    assert_eq!(a.codes, b.codes);
+    // Compared by value, not with assert_eq!, whose failure message would print 12,000 codes.
+    assert!(a.codes == b.codes, "same seed, different codes");
     assert_eq!(a.report.mse, b.report.mse);
     let c = train(
         &e,
@@ -104,7 +105,35 @@ fn same_seed_same_codes_other_seed_other_codes() {
         &mut Recorder::default(),
     )
     .unwrap();
-    assert_ne!(a.codes, c.codes);
+    assert!(a.codes != c.codes, "another seed gave the same codes");
+}
+
+/// The mlp composer trains on the least-squares codes, then re-encodes through itself; with the
+/// best weights kept, neither stage may lose quality over all words.
+#[test]
+fn mlp_composer_stages_keep_or_improve_quality() {
+    let e = fixture(2000);
+    let config = cpu(TrainConfig {
+        num_codes: 16,
+        num_codebooks: 8,
+        composer: ComposerKind::Mlp,
+        hidden: 32,
+        epochs: 4,
+        distill: true,
+        ..TrainConfig::default()
+    });
+    let mut rec = Recorder::default();
+    let t = train(&e, &config, &mut rec).unwrap();
+    let stages: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["rq", "lsq", "composer", "refine"]);
+    let lsq = rec.reports[1].mse;
+    assert!(
+        t.report.mse <= lsq * 1.02,
+        "{} after lsq {lsq}",
+        t.report.mse
+    );
+    assert!(rec.epochs.iter().any(|r| r.stage == "composer"));
+    assert_eq!(t.composer.config().kind, ComposerKind::Mlp);
 }
 
 #[test]
@@ -201,8 +230,9 @@ fn reconstruction_gradient_reaches_the_encoder() {
         hidden: 5,
         out_dim: 6,
     };
-    let net = ComposerNet::new(&vs.root(), cfg);
-    let enc = Encoder::new(&vs.root(), 6, 10, 4, 8);
+    let mut rng = Rng::new(1);
+    let net = ComposerNet::new(&vs.root(), cfg, &mut rng);
+    let enc = Encoder::new(&vs.root(), 6, 10, 4, 8, &mut rng);
     let x = Tensor::randn([16, 6], (Kind::Float, Device::Cpu));
     let encoder_vars = || -> BTreeMap<String, Tensor> {
         vs.variables()
@@ -250,7 +280,7 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
             hidden: 9,
             out_dim: 4,
         };
-        let net = ComposerNet::new(&vs.root(), cfg);
+        let net = ComposerNet::new(&vs.root(), cfg, &mut Rng::new(seed as u64));
         // Make every weight non-trivial (the mlp's hidden output starts at zero).
         tch::no_grad(|| {
             for (_, mut t) in vs.variables() {

@@ -33,7 +33,10 @@ pub mod methods;
 pub mod model;
 mod parallel;
 mod pipeline;
+mod rng;
 pub mod search;
+
+pub use rng::Rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

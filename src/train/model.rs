@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
+use super::rng::Rng;
 use crate::composer::{self, ComposerConfig, ComposerKind};
 
 /// The composer's variables.
@@ -40,16 +41,16 @@ struct Lstm {
     bias_hh: Tensor,
 }
 
-fn uniform(fan_in: usize) -> Init {
-    let b = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform { lo: -b, up: b }
+/// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
+fn bound(fan_in: usize) -> f64 {
+    1.0 / (fan_in.max(1) as f64).sqrt()
 }
 
 impl ComposerNet {
-    /// Creates the variables under `p` with a fresh random initialisation: code vectors small
-    /// and random, layers uniform in ±1/sqrt(fan-in) as PyTorch does, and the mlp's hidden output
-    /// at zero so that it starts as the linear composer. `config.kind` must not be concat.
-    pub fn new(p: &nn::Path, config: ComposerConfig) -> Self {
+    /// Creates the variables under `p` with a fresh random initialisation from `rng`: code
+    /// vectors normal, layers uniform in ±1/sqrt(fan-in) as PyTorch does, and the mlp's hidden
+    /// output at zero so that it starts as the linear composer. `config.kind` must not be concat.
+    pub fn new(p: &nn::Path, config: ComposerConfig, rng: &mut Rng) -> Self {
         let ComposerConfig {
             kind,
             num_codebooks: dd,
@@ -61,31 +62,36 @@ impl ComposerNet {
         let i = |v: usize| v as i64;
         // Sums of D code vectors of this spread have unit variance per component.
         let spread = 1.0 / (dd as f64).sqrt();
-        let codebooks = p.var(
-            composer::CODEBOOKS,
-            &[i(dd), i(k), i(e)],
-            Init::Randn {
-                mean: 0.0,
-                stdev: spread,
-            },
-        );
+        let zero = Init::Const(0.0);
+        let codebooks = p.var(composer::CODEBOOKS, &[i(dd), i(k), i(e)], zero);
+        rng.fill_normal(&codebooks, spread);
         let c = p / "composer";
         let out_in = if kind == ComposerKind::Lstm { h } else { e };
         let out = &c / "out";
-        let out_weight = out.var("weight", &[i(d), i(out_in)], uniform(out_in));
+        let out_weight = out.var("weight", &[i(d), i(out_in)], zero);
+        rng.fill_uniform(&out_weight, bound(out_in));
         let out_bias = out.zeros("bias", &[i(d)]);
-        let hidden = (kind == ComposerKind::Mlp).then(|| Hidden {
-            weight: (&c / "hidden").var("weight", &[i(h), i(e)], uniform(e)),
-            bias: (&c / "hidden").zeros("bias", &[i(h)]),
-            out_weight: (&c / "hidden_out").zeros("weight", &[i(d), i(h)]),
+        let hidden = (kind == ComposerKind::Mlp).then(|| {
+            let weight = (&c / "hidden").var("weight", &[i(h), i(e)], zero);
+            rng.fill_uniform(&weight, bound(e));
+            Hidden {
+                weight,
+                bias: (&c / "hidden").zeros("bias", &[i(h)]),
+                out_weight: (&c / "hidden_out").zeros("weight", &[i(d), i(h)]),
+            }
         });
         let lstm = (kind == ComposerKind::Lstm).then(|| {
             let l = &c / "lstm";
+            let mut var = |name: &str, dims: &[i64]| {
+                let t = l.var(name, dims, zero);
+                rng.fill_uniform(&t, bound(h));
+                t
+            };
             Lstm {
-                weight_ih: l.var("weight_ih", &[i(4 * h), i(e)], uniform(h)),
-                weight_hh: l.var("weight_hh", &[i(4 * h), i(h)], uniform(h)),
-                bias_ih: l.var("bias_ih", &[i(4 * h)], uniform(h)),
-                bias_hh: l.var("bias_hh", &[i(4 * h)], uniform(h)),
+                weight_ih: var("weight_ih", &[i(4 * h), i(e)]),
+                weight_hh: var("weight_hh", &[i(4 * h), i(h)]),
+                bias_ih: var("bias_ih", &[i(4 * h)]),
+                bias_hh: var("bias_hh", &[i(4 * h)]),
             }
         });
         ComposerNet {
@@ -293,28 +299,28 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Creates `encoder.hidden` and `encoder.logits` under `p`.
+    /// Creates `encoder.hidden` and `encoder.logits` under `p`, uniform in ±1/sqrt(fan-in)
+    /// from `rng`.
     pub fn new(
         p: &nn::Path,
         in_dim: usize,
         hidden: usize,
         num_codebooks: usize,
         num_codes: usize,
+        rng: &mut Rng,
     ) -> Self {
         let e = p / "encoder";
+        let mut layer = |name: &str, fan_in: usize, out: usize| {
+            let l = nn::linear(&e / name, fan_in as i64, out as i64, Default::default());
+            rng.fill_uniform(&l.ws, bound(fan_in));
+            if let Some(b) = &l.bs {
+                rng.fill_uniform(b, bound(fan_in));
+            }
+            l
+        };
         Encoder {
-            hidden: nn::linear(
-                &e / "hidden",
-                in_dim as i64,
-                hidden as i64,
-                Default::default(),
-            ),
-            logits: nn::linear(
-                &e / "logits",
-                hidden as i64,
-                (num_codebooks * num_codes) as i64,
-                Default::default(),
-            ),
+            hidden: layer("hidden", in_dim, hidden),
+            logits: layer("logits", hidden, num_codebooks * num_codes),
             num_codebooks: num_codebooks as i64,
             num_codes: num_codes as i64,
         }

@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::{ComposerNet, Encoder, mean_entropy, reconstruction_loss, straight_through};
 use super::parallel::{chunks, par_chunks};
+use super::rng::Rng;
 use super::search::{self, Normal};
 use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::codes::Codes;
@@ -61,6 +62,7 @@ struct Out<'a> {
     stages: Vec<StageReport>,
     trained_words: f64,
     trained_secs: f64,
+    rng: Rng,
 }
 
 /// A CPU tensor over the embedding matrix without copying it.
@@ -282,7 +284,6 @@ pub(super) fn run(
     stage: &mut String,
 ) -> Result<Trained, TrainError> {
     let start = Instant::now();
-    tch::manual_seed(cfg.seed as i64);
     let workers = cfg
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -348,6 +349,7 @@ pub(super) fn run(
         stages: Vec::new(),
         trained_words: 0.0,
         trained_secs: 0.0,
+        rng: Rng::new(cfg.seed),
     };
 
     let composer_cfg = ComposerConfig {
@@ -359,9 +361,17 @@ pub(super) fn run(
         out_dim: d,
     };
     let vs = nn::VarStore::new(device);
-    let net = ComposerNet::new(&vs.root(), composer_cfg);
-    let encoder = (cfg.init == Init::Random || cfg.distill)
-        .then(|| Encoder::new(&vs.root(), d, cfg.hidden, cfg.num_codebooks, cfg.num_codes));
+    let net = ComposerNet::new(&vs.root(), composer_cfg, &mut out.rng);
+    let encoder = (cfg.init == Init::Random || cfg.distill).then(|| {
+        Encoder::new(
+            &vs.root(),
+            d,
+            cfg.hidden,
+            cfg.num_codebooks,
+            cfg.num_codes,
+            &mut out.rng,
+        )
+    });
     let net_decoder = Decoder::Net(net.shallow_clone());
     // After least squares and ICM a linear composer has nothing left to learn with these codes,
     // and re-encoding through it is the ICM that already converged.
@@ -377,7 +387,7 @@ pub(super) fn run(
             if cfg.refine && cfg.lsq_rounds > 0 {
                 (tables, codes) = stage_lsq(&data, &mut out, tables, codes)?;
             }
-            init_from_tables(&net, &tables);
+            init_from_tables(&net, &tables, &mut out.rng);
             if linear_is_optimal {
                 out.progress.message(
                     "composer: the least-squares tables are already the best linear composer for \
@@ -479,13 +489,16 @@ fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> 
         .min(KMEANS_MAX_POINTS) as i64;
     let beam = cfg.auto_beam(data.n as usize, data.d as usize) as i64;
     let tables = tch::no_grad(|| {
-        let pick = Tensor::randperm(n_train, (Kind::Int64, data.device)).narrow(0, 0, m);
+        let pick = out
+            .rng
+            .permutation(n_train as usize, data.device)
+            .narrow(0, 0, m);
         let sample = data
             .x
             .index_select(0, &data.train_rows.index_select(0, &pick));
         // Training the tables along a beam (as faiss does) measured no better than greedy
         // residuals on the 20k head, at several times the cost.
-        search::residual_kmeans(&sample, data.dd, data.k, KMEANS_ITERATIONS, 1)
+        search::residual_kmeans(&sample, data.dd, data.k, KMEANS_ITERATIONS, 1, &mut out.rng)
     });
     out.progress.message(&format!(
         "rq: tables by residual k-means on {m} words, every word encoded by beam search (width {beam})"
@@ -599,7 +612,7 @@ fn stage_lsq(
 /// tables (projected onto their main directions when d' differs from d), the output map their
 /// inverse projection (identity when d' = d), the bias zero; the mlp's hidden output is already
 /// zero. The lstm only takes the code vectors.
-fn init_from_tables(net: &ComposerNet, tables: &Tensor) {
+fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng) {
     tch::no_grad(|| {
         let s = tables.size();
         let (dk, d) = (s[0] * s[1], s[2]);
@@ -615,9 +628,9 @@ fn init_from_tables(net: &ComposerNet, tables: &Tensor) {
             let (mut cb, mut w) = (flat.matmul(&v), v);
             if e > d {
                 // Extra dimensions start tiny but non-zero so that gradients can grow them.
-                let opts = (Kind::Float, tables.device());
-                cb = Tensor::cat(&[cb, Tensor::randn([dk, e - d], opts) * 1e-3], 1);
-                w = Tensor::cat(&[w, Tensor::randn([d, e - d], opts) * 1e-3], 1);
+                let dev = tables.device();
+                cb = Tensor::cat(&[cb, rng.normal_tensor(dk, e - d, 1e-3, dev)], 1);
+                w = Tensor::cat(&[w, rng.normal_tensor(d, e - d, 1e-3, dev)], 1);
             }
             (cb, w)
         };
@@ -683,7 +696,7 @@ fn epochs_loop(
         opt.set_lr(lr);
         let order = data
             .train_rows
-            .index_select(0, &Tensor::randperm(n_train, (Kind::Int64, data.device)));
+            .index_select(0, &out.rng.permutation(n_train as usize, data.device));
         let mut loss_sum = Tensor::zeros([], (Kind::Double, data.device));
         let mut last_loss = None;
         for s in 0..steps {

@@ -6,6 +6,8 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::rng::Rng;
+
 /// Floats a chunk's largest temporary may hold; keeps working memory near 64 MiB.
 const CHUNK_FLOATS: i64 = 1 << 24;
 
@@ -48,29 +50,25 @@ pub fn assign(points: &Tensor, centroids: &Tensor) -> Tensor {
     Tensor::cat(&parts, 0)
 }
 
-/// Lloyd's k-means with k-means++ seeding (LibTorch's generator, seeded by the caller). Empty
-/// clusters take the point farthest from its centroid, so all `k` stay in use when possible.
-pub fn kmeans(points: &Tensor, k: i64, iterations: usize) -> Tensor {
+/// Lloyd's k-means with k-means++ seeding from `rng`. Empty clusters take the points farthest
+/// from their centroids, so all `k` stay in use when possible.
+pub fn kmeans(points: &Tensor, k: i64, iterations: usize, rng: &mut Rng) -> Tensor {
     let m = points.size()[0];
-    let first = Tensor::randint(m, [1], (Kind::Int64, points.device()));
-    let mut chosen = vec![first];
-    let mut d2 = (points - points.index_select(0, &chosen[0]))
-        .square()
-        .sum_dim_intlist(1, false, None::<Kind>);
-    for _ in 1..k {
-        let total = d2.sum(Kind::Double).double_value(&[]);
-        let next = if total > 0.0 {
-            d2.multinomial(1, false)
-        } else {
-            Tensor::randint(m, [1], (Kind::Int64, points.device()))
-        };
-        let dn = (points - points.index_select(0, &next))
+    let mut chosen = vec![rng.below(m as usize) as i64];
+    let dist_to = |i: i64| {
+        (points - points.get(i).unsqueeze(0))
             .square()
-            .sum_dim_intlist(1, false, None::<Kind>);
-        d2 = d2.minimum(&dn);
+            .sum_dim_intlist(1, false, None::<Kind>)
+    };
+    let mut d2 = dist_to(chosen[0]);
+    for _ in 1..k {
+        let weights = Vec::<f32>::try_from(d2.to_device(Device::Cpu)).unwrap_or_default();
+        let next = rng.weighted(&weights) as i64;
+        d2 = d2.minimum(&dist_to(next));
         chosen.push(next);
     }
-    let mut centroids = points.index_select(0, &Tensor::cat(&chosen, 0));
+    let chosen = Tensor::from_slice(&chosen).to_device(points.device());
+    let mut centroids = points.index_select(0, &chosen);
     for _ in 0..iterations {
         let a = assign(points, &centroids);
         let sums = centroids.zeros_like().index_add(0, &a, points);
@@ -106,12 +104,13 @@ pub fn residual_kmeans(
     num_codes: i64,
     iterations: usize,
     beam: i64,
+    rng: &mut Rng,
 ) -> Tensor {
     let (m, d) = (sample.size()[0], sample.size()[1]);
     let mut state = Beam::start(sample);
     let mut tables = Vec::with_capacity(num_codebooks as usize);
     for _ in 0..num_codebooks {
-        let table = kmeans(&state.residual.reshape([-1, d]), num_codes, iterations);
+        let table = kmeans(&state.residual.reshape([-1, d]), num_codes, iterations, rng);
         let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
         state.extend(&table, &norms, beam);
         tables.push(table);
@@ -374,7 +373,7 @@ mod tests {
         let labels = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
         let pts = centres.index_select(0, &labels)
             + Tensor::randn([300, 2], (Kind::Float, Device::Cpu)) * 0.1;
-        let c = kmeans(&pts, 3, 10);
+        let c = kmeans(&pts, 3, 10, &mut Rng::new(1));
         let a = assign(&pts, &c);
         // Same partition as the labels, up to renaming.
         for j in 0..3 {
@@ -384,17 +383,26 @@ mod tests {
     }
 
     #[test]
-    fn beam_finds_the_exact_codes_of_a_noiseless_sum() {
+    fn beam_as_wide_as_the_search_space_finds_the_exact_codes() {
         seeded(2);
         let tables = Tensor::randn([4, 8, 6], (Kind::Float, Device::Cpu));
         let codes = Tensor::randint(8, [50, 4], (Kind::Int64, Device::Cpu));
         let x = additive_decode(&tables, &codes);
-        let got = beam_encode(&x, &tables, 64);
+        // 8^3 entries cover every prefix of the first three positions: the search is exhaustive.
+        let got = beam_encode(&x, &tables, 512);
         let err = (additive_decode(&tables, &got) - &x)
             .square()
             .sum(Kind::Float)
             .double_value(&[]);
         assert!(err < 1e-6, "{err}");
+        // A narrower beam is never better than a wider one on the same tables.
+        let e = |c: &Tensor| {
+            (additive_decode(&tables, c) - &x)
+                .square()
+                .sum(Kind::Float)
+                .double_value(&[])
+        };
+        assert!(e(&beam_encode(&x, &tables, 1)) >= e(&beam_encode(&x, &tables, 8)) - 1e-4);
     }
 
     #[test]
