@@ -101,8 +101,23 @@ pub fn mse(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalErr
     Ok(if n == 0 { 0.0 } else { total / n as f64 })
 }
 
+/// Dot product with eight independent partial sums: a single running sum is a serial chain the
+/// compiler may not reorder, eight let it use SIMD lanes (several times faster on 50-wide rows).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn inverse_norm(a: &[f32]) -> f32 {

@@ -59,7 +59,7 @@ pub enum TauScheduleArg {
 /// Options of the default command.
 #[derive(Debug, clap::Args)]
 pub struct CompressArgs {
-    /// Word vectors: GloVe text (more formats arrive with the input reader).
+    /// Word vectors: GloVe text, word2vec text or binary, fastText .vec (optionally .gz or .zst).
     #[arg(required = true)]
     pub input: Option<PathBuf>,
     /// Output .kdz file.

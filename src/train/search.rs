@@ -8,8 +8,10 @@ use tch::{Device, Kind, Tensor};
 
 use super::rng::Rng;
 
-/// Floats a chunk's largest temporary may hold; keeps working memory near 64 MiB.
-const CHUNK_FLOATS: i64 = 1 << 24;
+/// Floats a chunk's largest temporary may hold (8 MiB): small enough that the allocator reuses
+/// the memory from chunk to chunk (see `limit_heap_growth`) instead of mapping and zeroing fresh
+/// pages each time, large enough that per-operation overhead stays small.
+const CHUNK_FLOATS: i64 = 1 << 21;
 
 /// Rows per chunk when each row needs `per_row` floats of scratch (at least 1, at most 65,536).
 pub fn chunk_rows(per_row: i64) -> i64 {
