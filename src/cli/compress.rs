@@ -327,12 +327,16 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         "device        {} ({} threads)",
         report.device, report.threads
     )?;
+    let speed = if report.samples_per_sec > 0.0 {
+        format!("{:.0} words/s in gradient epochs", report.samples_per_sec)
+    } else {
+        "no gradient epochs".to_string()
+    };
     writeln!(
         out,
-        "wall time     {:.1} s ({:.1} s training, {:.0} words/s in gradient epochs)",
+        "wall time     {:.1} s ({:.1} s training, {speed})",
         wall.elapsed().as_secs_f64(),
         report.seconds,
-        report.samples_per_sec
     )?;
     writeln!(
         out,
