@@ -56,21 +56,20 @@ fn main() {
         rayon::current_num_threads()
     );
     let only = std::env::var("DECODE_BENCH_KINDS").ok();
-    for kind in [
-        ComposerKind::Linear,
-        ComposerKind::Mlp,
-        ComposerKind::Lstm,
-        ComposerKind::Concat,
-    ] {
+    for kind in ComposerKind::ALL {
         if only
             .as_deref()
             .is_some_and(|list| !list.split(',').any(|k| k.trim() == kind.name()))
         {
             continue;
         }
-        // Concat splits d across the D code vectors (product quantization); the others map a
-        // d-wide code vector sum through the composer.
-        let code_dim = if kind == ComposerKind::Concat { 2 } else { DIM };
+        // Concat and split divide d among the D code vectors (product quantization, split with
+        // balanced widths); the others map a d-wide code vector sum through the composer.
+        let code_dim = if kind.is_assembled() {
+            DIM.div_ceil(D)
+        } else {
+            DIM
+        };
         let shape = Shape {
             kind,
             n: N,

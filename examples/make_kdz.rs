@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use kdcompress::codes::Codes;
 use kdcompress::composer::{
-    CODEBOOKS, Composer, ComposerConfig, ComposerKind, OUT_BIAS, OUT_WEIGHT, Tensor,
+    CODEBOOKS, Composer, ComposerConfig, ComposerKind, OUT_BIAS, OUT_WEIGHT, Tensor, split_columns,
 };
 use kdcompress::compressed::{Compressed, Metadata, Source};
 use kdcompress::vocab::Vocab;
@@ -155,7 +155,7 @@ fn metadata(method: &str, seed: u64, source: Source) -> Metadata {
 
 fn random(config: ComposerConfig, n: usize, seed: u64) -> anyhow::Result<Compressed> {
     let mut rng = Rng(seed);
-    let tensors = Composer::expected_shapes(&config)
+    let mut tensors = Composer::expected_shapes(&config)
         .into_iter()
         .map(|(name, shape)| {
             let len = shape.iter().product();
@@ -163,7 +163,17 @@ fn random(config: ComposerConfig, n: usize, seed: u64) -> anyhow::Result<Compres
             let t = Tensor::new(shape, data).context("tensor shape")?;
             Ok((name.to_string(), t))
         })
-        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        .collect::<anyhow::Result<BTreeMap<String, Tensor>>>()?;
+    if config.kind == ComposerKind::Split {
+        // A split writer stores zeros past each group's width.
+        if let Some(cb) = tensors.get_mut(CODEBOOKS) {
+            let (e, k) = (config.code_dim, config.num_codes);
+            for (r, row) in cb.data.chunks_exact_mut(e).enumerate() {
+                let width = split_columns(config.out_dim, config.num_codebooks, r / k).len();
+                row[width.min(e)..].fill(0.0);
+            }
+        }
+    }
     let codes = (0..n * config.num_codebooks)
         .map(|_| rng.below(config.num_codes) as u16)
         .collect();

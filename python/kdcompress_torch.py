@@ -26,7 +26,26 @@ __all__ = ["KdEmbedding", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "kdcompress"
 FORMAT_VERSION = "1"
-KINDS = ("linear", "mlp", "lstm", "concat")
+KINDS = ("linear", "mlp", "lstm", "concat", "split")
+
+
+def split_columns(out_dim: int, groups: int, i: int) -> range:
+    """The output columns code vector ``i`` fills in the ``split`` layout (src/composer.rs)."""
+    return range(i * out_dim // groups, (i + 1) * out_dim // groups)
+
+
+def assembled_columns(kind: str, d_books: int, code_dim: int, out_dim: int) -> torch.Tensor:
+    """For ``concat`` and ``split``: each output column's position in e_0 ‖ … ‖ e_{D-1}."""
+    if kind == "concat":
+        return torch.arange(out_dim)
+    return torch.tensor(
+        [
+            i * code_dim + j
+            for i in range(d_books)
+            for j in range(len(split_columns(out_dim, d_books, i)))
+        ],
+        dtype=torch.long,
+    )
 
 
 class KdEmbedding(nn.Module):
@@ -66,6 +85,14 @@ class KdEmbedding(nn.Module):
             raise ValueError(f"codes must lie in 0..{k - 1}")
         if kind == "concat" and d_books * code_dim < out_dim:
             raise ValueError("concat needs num_codebooks * code_dim >= out_dim")
+        if kind == "split" and d_books > out_dim:
+            raise ValueError("split needs num_codebooks <= out_dim")
+        widest = -(-out_dim // d_books) if d_books else 0
+        if kind == "split" and code_dim != widest:
+            raise ValueError(
+                f"split of out_dim {out_dim} into {d_books} groups needs "
+                f"code_dim = ceil(out_dim / num_codebooks) = {widest}, got {code_dim}"
+            )
         if vocab is not None and len(vocab) != codes.shape[0]:
             raise ValueError(f"{len(vocab)} words for {codes.shape[0]} rows of codes")
 
@@ -77,6 +104,12 @@ class KdEmbedding(nn.Module):
         # Kept in the export's narrow dtype: N x D int64 would cost 8 bytes a code.
         self.register_buffer("codes", codes.clone())
         self.register_buffer("_positions", torch.arange(d_books), persistent=False)
+        if kind in ("concat", "split"):
+            # Where each output column sits in the D * d' chosen values; a gather keeps split's
+            # padding values out of the output and out of the gradient.
+            self.register_buffer(
+                "_columns", assembled_columns(kind, d_books, code_dim, out_dim), persistent=False
+            )
         self.codebooks = nn.Parameter(torch.randn(d_books, k, code_dim) * 0.1)
 
         self.composer = nn.Module()
@@ -180,9 +213,9 @@ class KdEmbedding(nn.Module):
         codes = self.codes[indices].long()  # [..., D]
         # codebooks[i, codes[..., i]] for every position i: [..., D, d']
         e = self.codebooks[self._positions, codes]
-        if self.kind == "concat":
+        if self.kind in ("concat", "split"):
             flat = e.reshape(*e.shape[:-2], self.num_codebooks * self.code_dim)
-            return flat[..., : self.out_dim]
+            return flat[..., self._columns]
         if self.kind in ("linear", "mlp"):
             s = e.sum(dim=-2)
             y = self.composer.out(s)

@@ -13,10 +13,18 @@
 //! | `mlp`    | `W_out s + b_out + W_ho tanh(W_h s + b_h)` (hidden layer as a residual)   | linear's, `composer.hidden.weight [h, d']`, `composer.hidden.bias [h]`, `composer.hidden_out.weight [d, h]` |
 //! | `lstm`   | `W_out Σ_t h_t + b_out`, `h_t` the LSTM state after reading `e_0..e_t`    | `composer.lstm.weight_ih [4h, d']`, `composer.lstm.weight_hh [4h, h]`, `composer.lstm.bias_ih [4h]`, `composer.lstm.bias_hh [4h]`, `composer.out.weight [d, h]`, `composer.out.bias [d]` |
 //! | `concat` | the first d values of `e_0 ‖ e_1 ‖ … ‖ e_{D-1}` (needs `D·d' ≥ d`)          | none |
+//! | `split`  | columns `⌊i·d/D⌋..⌊(i+1)·d/D⌋` are the first values of `e_i` (needs `D ≤ d`, `d' = ⌈d/D⌉`) | none |
+//!
+//! `split` is product quantization with balanced groups: widths differ by at most one and tile
+//! the d columns exactly, so no code is spent on padding when D does not divide d (with
+//! `concat`, d = 50 and D = 32 would leave 7 of the 32 code vectors outside the output). Each
+//! `e_i` stores d' values of which the first `width_i` are used; writers store zeros in the rest
+//! and decoders ignore them. When D divides d, `split` decodes exactly as `concat`.
 //!
 //! The LSTM follows PyTorch: gates in the order input, forget, cell, output; zero initial state.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -34,9 +42,26 @@ pub enum ComposerKind {
     Lstm,
     /// Concatenation of the code vectors (product quantization layout).
     Concat,
+    /// Code vector i fills output columns `⌊i·d/D⌋..⌊(i+1)·d/D⌋` (balanced product quantization).
+    Split,
 }
 
 impl ComposerKind {
+    /// Every kind, in the order of their codes in the `.kdz` model section.
+    pub const ALL: [ComposerKind; 5] = [
+        ComposerKind::Linear,
+        ComposerKind::Mlp,
+        ComposerKind::Lstm,
+        ComposerKind::Concat,
+        ComposerKind::Split,
+    ];
+
+    /// Whether the output is assembled from slices of the code vectors (`concat`, `split`)
+    /// rather than computed by a network: there are no tensors besides `codebooks`.
+    pub fn is_assembled(self) -> bool {
+        matches!(self, ComposerKind::Concat | ComposerKind::Split)
+    }
+
     /// The name used in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -44,14 +69,13 @@ impl ComposerKind {
             ComposerKind::Mlp => "mlp",
             ComposerKind::Lstm => "lstm",
             ComposerKind::Concat => "concat",
+            ComposerKind::Split => "split",
         }
     }
 
     /// Parses [`ComposerKind::name`].
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Linear, Self::Mlp, Self::Lstm, Self::Concat]
-            .into_iter()
-            .find(|k| k.name() == name)
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -108,7 +132,7 @@ pub enum ComposerError {
         /// Shape the configuration implies.
         expected: Vec<usize>,
     },
-    /// A size is zero or too large, or concat cannot cover the output.
+    /// A size is zero or too large, or concat or split cannot cover the output.
     #[error("invalid composer sizes: {reason}")]
     Config {
         /// What is wrong.
@@ -189,7 +213,7 @@ impl Composer {
                 v.push((OUT_WEIGHT, vec![d, h]));
                 v.push((OUT_BIAS, vec![d]));
             }
-            ComposerKind::Concat => {}
+            ComposerKind::Concat | ComposerKind::Split => {}
         }
         v
     }
@@ -217,6 +241,21 @@ impl Composer {
                 .is_none_or(|w| w < c.out_dim)
         {
             return bad("concat needs D * d' >= d");
+        }
+        if c.kind == ComposerKind::Split {
+            let (dd, d) = (c.num_codebooks, c.out_dim);
+            if dd > d {
+                return bad(&format!(
+                    "split needs D <= d: {dd} groups cannot each hold some of {d} values"
+                ));
+            }
+            if c.code_dim != d.div_ceil(dd) {
+                return bad(&format!(
+                    "split of d = {d} into D = {dd} groups needs d' = ceil(d / D) = {}, got {}",
+                    d.div_ceil(dd),
+                    c.code_dim
+                ));
+            }
         }
         let expected = Self::expected_shapes(&c);
         for (name, shape) in &expected {
@@ -308,7 +347,7 @@ impl Composer {
                 });
                 Some(table)
             }
-            ComposerKind::Concat => None,
+            ComposerKind::Concat | ComposerKind::Split => None,
         }
     }
 
@@ -319,7 +358,7 @@ impl Composer {
             ComposerKind::Linear => c.code_dim,
             ComposerKind::Mlp => c.code_dim + c.hidden,
             ComposerKind::Lstm => 8 * c.hidden + c.code_dim,
-            ComposerKind::Concat => 0,
+            ComposerKind::Concat | ComposerKind::Split => 0,
         }
     }
 
@@ -352,6 +391,13 @@ impl Composer {
                     if pos == d {
                         break;
                     }
+                }
+            }
+            ComposerKind::Split => {
+                for (i, &code) in codes.iter().enumerate() {
+                    let cols = split_columns(d, dd, i);
+                    let width = cols.len();
+                    out[cols].copy_from_slice(&entry(i, code)[..width]);
                 }
             }
             ComposerKind::Linear | ComposerKind::Mlp => {
@@ -437,6 +483,35 @@ impl Composer {
                     self.decode_with(crow, orow, &mut scratch);
                 }
             });
+    }
+}
+
+/// The output columns that code vector `i` of `groups` fills in the `split` layout over `out_dim`
+/// columns: `⌊i·d/D⌋..⌊(i+1)·d/D⌋`. Widths differ by at most one and the groups tile `0..d`.
+pub fn split_columns(out_dim: usize, groups: usize, i: usize) -> Range<usize> {
+    // In u64 so that d up to 2^32 times D up to 1024 cannot overflow on a 32-bit target.
+    let at = |i: usize| (i as u64 * out_dim as u64 / groups as u64) as usize;
+    at(i)..at(i + 1)
+}
+
+impl ComposerConfig {
+    /// For the kinds that assemble the output from slices (`concat`, `split`): for each of the d
+    /// output columns, its position in `e_0 ‖ e_1 ‖ … ‖ e_{D-1}` (`D·d'` values). `None` for
+    /// the kinds that compute the output with a network. Tensor back ends gather with it.
+    pub fn assembled_positions(&self) -> Option<Vec<usize>> {
+        let (dd, e, d) = (self.num_codebooks, self.code_dim, self.out_dim);
+        match self.kind {
+            ComposerKind::Concat => Some((0..d).collect()),
+            ComposerKind::Split => Some(
+                (0..dd)
+                    .flat_map(|i| {
+                        let cols = split_columns(d, dd, i);
+                        (0..cols.len()).map(move |j| i * e + j)
+                    })
+                    .collect(),
+            ),
+            ComposerKind::Linear | ComposerKind::Mlp | ComposerKind::Lstm => None,
+        }
     }
 }
 
@@ -619,6 +694,138 @@ mod tests {
         let mut out = [0f32; 3];
         c.decode(&[1, 1], &mut out);
         assert_eq!(out, [1., -1., 11.]);
+    }
+
+    #[test]
+    fn split_by_hand() {
+        // d = 3 over D = 2: group 0 covers column 0, group 1 columns 1..3; d' = 2.
+        let t = tensors(&[codebooks()]);
+        let c = Composer::new(cfg(ComposerKind::Split, 0, 3), t).unwrap();
+        let mut out = [0f32; 3];
+        c.decode(&[1, 0], &mut out);
+        assert_eq!(out, [1., 10., -10.]);
+        assert_eq!(c.config().assembled_positions(), Some(vec![0, 2, 3]));
+    }
+
+    #[test]
+    fn split_groups_are_balanced_and_tile_the_output() {
+        for d in 1..=60 {
+            for dd in 1..=d {
+                let widths: Vec<usize> = (0..dd).map(|i| split_columns(d, dd, i).len()).collect();
+                assert_eq!(widths.iter().sum::<usize>(), d, "d {d} D {dd}");
+                let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
+                assert!(
+                    *lo >= 1 && hi - lo <= 1 && *hi == d.div_ceil(dd),
+                    "d {d} D {dd}"
+                );
+                for i in 1..dd {
+                    assert_eq!(
+                        split_columns(d, dd, i - 1).end,
+                        split_columns(d, dd, i).start
+                    );
+                }
+            }
+        }
+        // The case that motivated split: every one of D = 32 groups holds some of d = 50.
+        assert_eq!(split_columns(50, 32, 31), 48..50);
+    }
+
+    #[test]
+    fn split_needs_d_at_most_out_dim_and_the_ceiling_width() {
+        let split = |dd: usize, e: usize, d: usize| {
+            let config = ComposerConfig {
+                kind: ComposerKind::Split,
+                num_codebooks: dd,
+                num_codes: 2,
+                code_dim: e,
+                hidden: 0,
+                out_dim: d,
+            };
+            let t = tensors(&[(CODEBOOKS, vec![dd, 2, e], vec![0.0; dd * 2 * e])]);
+            Composer::new(config, t)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(split(32, 2, 50), Ok(()));
+        let err = split(4, 1, 3).unwrap_err();
+        assert!(err.contains("split needs D <= d"), "{err}");
+        let err = split(32, 3, 50).unwrap_err();
+        assert!(err.contains("needs d' = ceil(d / D) = 2, got 3"), "{err}");
+        let err = split(32, 1, 50).unwrap_err();
+        assert!(err.contains("got 1"), "{err}");
+    }
+
+    mod split_matches_reference {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn random_codebooks(dd: usize, k: usize, e: usize, seed: u32) -> Vec<f32> {
+            (0..dd * k * e)
+                .map(|j| ((j as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / 4e9 - 0.5)
+                .collect()
+        }
+
+        proptest! {
+            /// `split` is the obvious slice assembly, and `concat` whenever D divides d.
+            #[test]
+            fn split_is_slice_assembly(
+                d in 1usize..=70,
+                groups in 1usize..=70,
+                k in 2usize..=5,
+                seed in any::<u32>(),
+                code_seed in any::<u64>(),
+            ) {
+                let dd = groups.min(d);
+                let e = d.div_ceil(dd);
+                let data = random_codebooks(dd, k, e, seed);
+                let config = ComposerConfig {
+                    kind: ComposerKind::Split,
+                    num_codebooks: dd,
+                    num_codes: k,
+                    code_dim: e,
+                    hidden: 0,
+                    out_dim: d,
+                };
+                let t = tensors(&[(CODEBOOKS, vec![dd, k, e], data.clone())]);
+                let c = Composer::new(config, t.clone()).unwrap();
+                let codes: Vec<u16> = (0..dd)
+                    .map(|i| ((code_seed >> (i % 60)) as usize + i) as u16 % k as u16)
+                    .collect();
+                let mut out = vec![f32::NAN; d];
+                c.decode(&codes, &mut out);
+
+                // The reference: group i gets the next floor((i+1)d/D) - floor(id/D) columns,
+                // taken from the front of its chosen code vector.
+                let mut want = Vec::new();
+                for (i, &code) in codes.iter().enumerate() {
+                    let width = (i + 1) * d / dd - i * d / dd;
+                    let row = (i * k + code as usize) * e;
+                    want.extend_from_slice(&data[row..row + width]);
+                }
+                prop_assert_eq!(&out, &want);
+
+                let positions = config.assembled_positions().unwrap();
+                let flat: Vec<f32> = codes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &code)| {
+                        let row = (i * k + code as usize) * e;
+                        data[row..row + e].to_vec()
+                    })
+                    .collect();
+                let gathered: Vec<f32> = positions.iter().map(|&p| flat[p]).collect();
+                prop_assert_eq!(&gathered, &want);
+
+                if d % dd == 0 {
+                    let concat = ComposerConfig { kind: ComposerKind::Concat, ..config };
+                    let c = Composer::new(concat, t).unwrap();
+                    let mut same = vec![f32::NAN; d];
+                    c.decode(&codes, &mut same);
+                    prop_assert_eq!(&same, &out);
+                    prop_assert_eq!(concat.assembled_positions(), Some(positions));
+                }
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct KdEmbedding {
     codes: Tensor,
     /// `[D]`: `i * K`, turning code `c` at position `i` into row `i*K + c` of the flat codebooks.
     offsets: Tensor,
+    /// concat and split: `[d]`, where each output column sits in the `D·d'` chosen values.
+    positions: Option<Tensor>,
     /// `codebooks` and the composer tensors, as variables, by their export names.
     vars: BTreeMap<&'static str, Tensor>,
 }
@@ -102,11 +104,16 @@ impl KdEmbedding {
                 .fold(p.clone(), |path, s| path.sub(s));
             vars.insert(name, path.var_copy(leaf, &init));
         }
+        let positions = config.assembled_positions().map(|p| {
+            let p: Vec<i64> = p.into_iter().map(|x| x as i64).collect();
+            Tensor::from_slice(&p).to_device(device)
+        });
         KdEmbedding {
             config,
             words: n,
             codes: codes_tensor.reshape([n, d]).to_device(device),
             offsets: Tensor::from_slice(&offsets).to_device(device),
+            positions,
             vars,
         }
     }
@@ -179,13 +186,16 @@ impl KdEmbedding {
             .f_index_select(0, &flat_rows)?
             .f_reshape([b, dd, e])?;
         let v = |name: &str| &self.vars[name];
-        let y = match c.kind {
-            ComposerKind::Concat => {
-                chosen
-                    .f_reshape([b, dd * e])?
-                    .f_narrow(1, 0, c.out_dim as i64)?
+        let y = match (c.kind, &self.positions) {
+            // A gather rather than a narrow so that split's padding values never reach the output
+            // (and get no gradient, so they stay zero through fine-tuning).
+            (ComposerKind::Concat | ComposerKind::Split, Some(positions)) => chosen
+                .f_reshape([b, dd * e])?
+                .f_index_select(1, positions)?,
+            (ComposerKind::Concat | ComposerKind::Split, None) => {
+                unreachable!("from_parts sets the positions of concat and split")
             }
-            ComposerKind::Linear | ComposerKind::Mlp => {
+            (ComposerKind::Linear | ComposerKind::Mlp, _) => {
                 let s = chosen.f_sum_dim_intlist(Some(&[1i64][..]), false, None::<Kind>)?;
                 let mut y = s.f_linear(v(OUT_WEIGHT), Some(v(OUT_BIAS)))?;
                 if c.kind == ComposerKind::Mlp {
@@ -196,7 +206,7 @@ impl KdEmbedding {
                 }
                 y
             }
-            ComposerKind::Lstm => {
+            (ComposerKind::Lstm, _) => {
                 let opts = (chosen.kind(), chosen.device());
                 let h0 = c.hidden as i64;
                 let mut h = Tensor::f_zeros([b, h0], opts)?;

@@ -14,11 +14,11 @@ pub enum Method {
     #[value(name = "dccl")]
     #[serde(rename = "dccl")]
     Dccl,
-    /// Differentiable product quantization, softmax variant (Chen, Li & Sun 2020); `concat`.
+    /// Differentiable product quantization, softmax variant (Chen, Li & Sun 2020); `split`.
     #[value(name = "dpq-sx")]
     #[serde(rename = "dpq-sx")]
     DpqSx,
-    /// Differentiable product quantization, vector-quantization variant; `concat`.
+    /// Differentiable product quantization, vector-quantization variant; `split`.
     #[value(name = "dpq-vq")]
     #[serde(rename = "dpq-vq")]
     DpqVq,

@@ -102,6 +102,7 @@ fn every_invalid_option_is_a_clear_error() {
         (&["-D", "0"], "-D must be in 1..=1024"),
         (&["-D", "2000"], "-D must be"),
         (&["--composer", "concat"], "invalid value 'concat'"),
+        (&["--composer", "split"], "invalid value 'split'"),
         (&["--composer", "gru"], "invalid value 'gru'"),
         (&["--batch-size", "0"], "--batch-size must be"),
         (&["--lr", "0"], "--lr must be"),

@@ -58,7 +58,7 @@ fn info_reports_sections_ratio_and_metadata() {
     }
     let digits = file_len.to_string();
     let (head, tail) = digits.split_at(digits.len() - 3);
-    let size = format!("format        .kdz 1.0, {head},{tail} bytes");
+    let size = format!("format        .kdz 1.1, {head},{tail} bytes");
     assert!(
         (1000..1_000_000).contains(&file_len) && out.contains(&size),
         "{size:?} in:\n{out}"

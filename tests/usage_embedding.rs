@@ -16,19 +16,21 @@ fn shape(kind: ComposerKind, k: u32) -> Shape {
         n: 150,
         k,
         d_codebooks: 5,
-        code_dim: 6,
+        // Split: d = 9 over D = 5 groups of widths 1, 2, 2, 2, 2 in code vectors of 2.
+        code_dim: if kind == ComposerKind::Split { 2 } else { 6 },
         hidden: 7,
         out_dim: 9,
         norms: false,
     }
 }
 
-const KINDS: [(ComposerKind, u32); 4] = [
+const KINDS: [(ComposerKind, u32); 5] = [
     (ComposerKind::Linear, 16),
     // K above 256 stores the codes as i16.
     (ComposerKind::Mlp, 300),
     (ComposerKind::Lstm, 8),
     (ComposerKind::Concat, 4),
+    (ComposerKind::Split, 5),
 ];
 
 fn open(dir: &std::path::Path, kind: ComposerKind, k: u32) -> Kdz {
@@ -71,7 +73,7 @@ fn gradients_reach_the_codebooks_but_not_the_codes() {
         let emb = KdEmbedding::new(&vs.root(), &kdz);
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(names.contains(&"codebooks".to_string()), "{names:?}");
-        if kind != ComposerKind::Concat {
+        if !kind.is_assembled() {
             assert!(
                 names.contains(&"composer.out.weight".to_string()),
                 "{names:?}"
@@ -86,7 +88,8 @@ fn gradients_reach_the_codebooks_but_not_the_codes() {
         let grad = emb.codebooks().grad();
         assert!(grad.defined(), "{kind:?}");
         // The codebook entries of the used codes get a gradient, the others none; concat
-        // cuts its output at d = 9, so of the 6-wide code vectors only positions 0 and 1 count.
+        // cuts its output at d = 9, so of the 6-wide code vectors only positions 0 and 1 count,
+        // while split gives every position some columns.
         let codes = kdz.codes();
         for i in 0..5 {
             let reaches_output = kind != ComposerKind::Concat || i * 6 < 9;
@@ -98,6 +101,13 @@ fn gradients_reach_the_codebooks_but_not_the_codes() {
                 let norm = grad.get(i as i64).get(c).norm().double_value(&[]);
                 assert_eq!(norm > 0.0, used, "{kind:?} codebook {i} code {c}");
             }
+        }
+        // Split's group 0 is one column wide: the second value of its code vectors is padding,
+        // which must not reach the output, so fine-tuning keeps it zero.
+        if kind == ComposerKind::Split {
+            let padding = grad.select(0, 0).select(1, 1).abs().sum(Kind::Float);
+            assert_eq!(padding.double_value(&[]), 0.0);
+            assert!(grad.select(0, 1).abs().sum(Kind::Float).double_value(&[]) > 0.0);
         }
         for (name, var) in vs.variables() {
             assert!(

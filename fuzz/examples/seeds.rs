@@ -14,14 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: seeds DIRECTORY")?;
     std::fs::create_dir_all(&dir)?;
-    let kinds = [
-        ComposerKind::Linear,
-        ComposerKind::Mlp,
-        ComposerKind::Lstm,
-        ComposerKind::Concat,
-    ];
-    for (i, kind) in kinds.into_iter().enumerate() {
+    for (i, kind) in ComposerKind::ALL.into_iter().enumerate() {
         for (k, d) in [(5u32, 3usize), (2, 9), (3, 4), (256, 2)] {
+            // Split needs d' = ceil(d_out / D) and D <= d_out: d_out = 2D - 1 gives d' = 2.
+            let out_dim = if kind == ComposerKind::Split { 2 * d - 1 } else { 3 };
             let shape = Shape {
                 kind,
                 n: 3 + i,
@@ -29,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 d_codebooks: d,
                 code_dim: 2,
                 hidden: 2,
-                out_dim: 3,
+                out_dim,
                 norms: (k + i as u32) % 2 == 1,
             };
             let bytes = kdcompress::format::to_bytes(&random(i as u64, shape))?;

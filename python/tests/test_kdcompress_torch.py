@@ -37,12 +37,14 @@ def binary(env: str, default: str) -> Path:
 BIN = binary("KDCOMPRESS_BIN", "target/release/kdcompress")
 MAKE_KDZ = binary("KDCOMPRESS_MAKE_KDZ", "target/release/examples/make_kdz")
 
-# Sizes per kind: K = 300 makes the codes I16 in the export; concat needs D * d' >= d.
+# Sizes per kind: K = 300 makes the codes I16 in the export; concat needs D * d' >= d; split
+# needs d' = ceil(d / D) (13 columns over 5 groups: widths 2, 3, 2, 3, 3).
 SHAPES = {
     "linear": ["--n", "200", "-K", "16", "-D", "6", "--code-dim", "8", "--out-dim", "20"],
     "mlp": ["--n", "150", "-K", "300", "-D", "4", "--code-dim", "6", "--hidden", "9", "--out-dim", "12"],
     "lstm": ["--n", "120", "-K", "8", "-D", "5", "--code-dim", "7", "--hidden", "10", "--out-dim", "11"],
     "concat": ["--n", "100", "-K", "4", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
+    "split": ["--n", "110", "-K", "6", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
 }
 
 
@@ -86,6 +88,26 @@ class ExportedTables(unittest.TestCase):
                 # Random weights give vectors of size about 1; all-zero output would pass
                 # any tolerance, so make sure there is something to compare.
                 self.assertGreater(float(np.abs(expected).max()), 0.1)
+
+    def test_split_is_slice_assembly(self):
+        # Group i fills columns floor(i d / D) .. floor((i + 1) d / D) with the front of its
+        # chosen code vector; the rest of each code vector is zero padding that gets no gradient.
+        emb = self.load("split")
+        idx = torch.tensor([0, 7, 7, 42])
+        codes = emb.codes[idx].long()
+        want = []
+        for r in range(len(idx)):
+            row = []
+            for i in range(emb.num_codebooks):
+                width = (i + 1) * 13 // 5 - i * 13 // 5
+                row.append(emb.codebooks[i, codes[r, i], :width])
+            want.append(torch.cat(row))
+        got = emb(idx)
+        torch.testing.assert_close(got, torch.stack(want), rtol=0, atol=0)
+        self.assertEqual(float(emb.codebooks.detach()[0, :, 2].abs().sum()), 0.0)
+        got.pow(2).sum().backward()
+        self.assertEqual(float(emb.codebooks.grad[0, :, 2].abs().sum()), 0.0)
+        self.assertGreater(float(emb.codebooks.grad[1, :, 2].abs().sum()), 0.0)
 
     def test_any_index_shape(self):
         emb = self.load("lstm")
@@ -218,6 +240,12 @@ class Validation(unittest.TestCase):
             KdEmbedding(ok, self.config(kind="gru"))
         with self.assertRaisesRegex(ValueError, "concat needs"):
             KdEmbedding(ok, self.config(kind="concat", out_dim=7))
+        with self.assertRaisesRegex(ValueError, "split needs num_codebooks <= out_dim"):
+            KdEmbedding(ok, self.config(kind="split", code_dim=1, out_dim=1))
+        need = "code_dim = ceil\\(out_dim / num_codebooks\\) = 3, got 2"
+        with self.assertRaisesRegex(ValueError, need):
+            KdEmbedding(ok, self.config(kind="split", code_dim=2, out_dim=5))
+        KdEmbedding(ok, self.config(kind="split", code_dim=3, out_dim=5))
         with self.assertRaisesRegex(ValueError, "shape"):
             KdEmbedding(ok, self.config(), {"codebooks": torch.zeros(2, 4, 4),
                                             "composer.out.weight": torch.zeros(5, 3),

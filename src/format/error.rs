@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::composer::ComposerError;
 
-use super::spec::{Codec, MAJOR, SectionKind};
+use super::spec::{Codec, MAJOR, MINOR, SectionKind};
 
 /// A `.kdz` that cannot be read or written. Every message starts with the file's path.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,26 @@ pub enum FormatError {
         kind: u32,
         /// Section offset.
         offset: u64,
+        /// File major version.
+        major: u16,
+        /// File minor version.
+        minor: u16,
+    },
+    /// The model section names a composer kind this reader does not know.
+    #[error(
+        "{path}: the model section (offset {offset}) uses composer kind {kind}, which this kdcompress \
+         does not know (it reads kinds 0 to {max_known} of format {MAJOR}.{MINOR}; the file is format \
+         {major}.{minor}); a newer kdcompress is needed"
+    )]
+    UnknownComposerKind {
+        /// The file.
+        path: PathBuf,
+        /// Model section offset.
+        offset: u64,
+        /// The unknown kind number.
+        kind: u32,
+        /// The highest kind number this reader knows.
+        max_known: u32,
         /// File major version.
         major: u16,
         /// File minor version.

@@ -160,7 +160,11 @@ impl Kdz {
             path: &path,
             entry: e,
         };
-        let model = sections::read_model(ctx, &sections::decoded(ctx, stored(&r))?)?;
+        let model = sections::read_model(
+            ctx,
+            (header.major, header.minor),
+            &sections::decoded(ctx, stored(&r))?,
+        )?;
 
         let (e, codes) = section(SectionKind::Codes).ok_or_else(|| missing(SectionKind::Codes))?;
         let ctx = Ctx {

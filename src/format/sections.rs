@@ -143,18 +143,15 @@ fn kind_code(kind: ComposerKind) -> u32 {
         ComposerKind::Mlp => 1,
         ComposerKind::Lstm => 2,
         ComposerKind::Concat => 3,
+        // Since format 1.1.
+        ComposerKind::Split => 4,
     }
 }
 
 fn kind_from_code(code: u32) -> Option<ComposerKind> {
-    [
-        ComposerKind::Linear,
-        ComposerKind::Mlp,
-        ComposerKind::Lstm,
-        ComposerKind::Concat,
-    ]
-    .into_iter()
-    .find(|&k| kind_code(k) == code)
+    ComposerKind::ALL
+        .into_iter()
+        .find(|&k| kind_code(k) == code)
 }
 
 /// Writes the model section; the caller has checked every size fits its field.
@@ -174,8 +171,13 @@ pub(crate) fn write_model<W: Write>(w: &mut W, m: &Model) -> io::Result<u64> {
     Ok(MODEL_LEN as u64)
 }
 
-/// Reads the model section and checks its numbers agree with each other.
-pub(crate) fn read_model(ctx: Ctx<'_>, b: &[u8]) -> Result<Model, FormatError> {
+/// Reads the model section and checks its numbers agree with each other. `version` is the
+/// file's `(major, minor)`, named when the file needs a newer reader.
+pub(crate) fn read_model(
+    ctx: Ctx<'_>,
+    version: (u16, u16),
+    b: &[u8],
+) -> Result<Model, FormatError> {
     if b.len() != MODEL_LEN {
         return Err(ctx.length(MODEL_LEN as u64, b.len() as u64));
     }
@@ -193,8 +195,20 @@ pub(crate) fn read_model(ctx: Ctx<'_>, b: &[u8]) -> Result<Model, FormatError> {
     if n > u64::from(u32::MAX) {
         return Err(ctx.malformed(0, format!("N = {n} words is more than 2^32 - 1")));
     }
-    let kind = kind_from_code(kind)
-        .ok_or_else(|| ctx.malformed(8, format!("unknown composer kind {kind}")))?;
+    // A later minor version may add kinds; decoding with the wrong math would be worse than
+    // refusing, so an unknown kind stops the reader with a pointer to a newer one.
+    let kind = kind_from_code(kind).ok_or_else(|| FormatError::UnknownComposerKind {
+        path: ctx.path.to_owned(),
+        offset: ctx.entry.offset,
+        kind,
+        max_known: ComposerKind::ALL
+            .into_iter()
+            .map(kind_code)
+            .max()
+            .unwrap_or(0),
+        major: version.0,
+        minor: version.1,
+    })?;
     if !(2..=crate::codes::MAX_K).contains(&k) {
         return Err(ctx.malformed(12, format!("K = {k} is outside 2..=65536")));
     }
@@ -790,7 +804,7 @@ mod tests {
             path: Path::new("t.kdz"),
             entry: &e,
         };
-        assert_eq!(read_model(ctx, &buf).unwrap(), model());
+        assert_eq!(read_model(ctx, (1, 1), &buf).unwrap(), model());
     }
 
     #[test]
@@ -928,19 +942,19 @@ mod tests {
         write_model(&mut buf, &model()).unwrap();
         let mut bad = buf.clone();
         LE::write_u32(&mut bad[20..24], 4);
-        let err = read_model(ctx, &bad).unwrap_err().to_string();
+        let err = read_model(ctx, (1, 1), &bad).unwrap_err().to_string();
         assert!(
             err.contains("4 bits per code disagrees with K = 5"),
             "{err}"
         );
         let mut bad = buf.clone();
         LE::write_u64(&mut bad[24..32], 3);
-        let err = read_model(ctx, &bad).unwrap_err().to_string();
+        let err = read_model(ctx, (1, 1), &bad).unwrap_err().to_string();
         assert!(err.contains("3 bytes per row"), "{err}");
         let mut bad = buf.clone();
         LE::write_u32(&mut bad[12..16], 65_537);
         assert!(
-            read_model(ctx, &bad)
+            read_model(ctx, (1, 1), &bad)
                 .unwrap_err()
                 .to_string()
                 .contains("K = 65537")
@@ -948,10 +962,10 @@ mod tests {
         let mut bad = buf;
         LE::write_u32(&mut bad[8..12], 9);
         assert!(
-            read_model(ctx, &bad)
+            read_model(ctx, (1, 1), &bad)
                 .unwrap_err()
                 .to_string()
-                .contains("composer kind 9")
+                .contains("composer kind 9, which this kdcompress does not know")
         );
     }
 }

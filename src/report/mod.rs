@@ -280,7 +280,9 @@ pub fn render_html(page: &Page) -> String {
                 c.code_dim,
                 match c.kind {
                     ComposerKind::Mlp | ComposerKind::Lstm => format!(", h = {}", c.hidden),
-                    ComposerKind::Linear | ComposerKind::Concat => String::new(),
+                    ComposerKind::Linear | ComposerKind::Concat | ComposerKind::Split => {
+                        String::new()
+                    }
                 },
                 kdz.composer().num_params()
             ),

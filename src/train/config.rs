@@ -88,8 +88,8 @@ pub enum TauSchedule {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TrainConfig {
     /// How codes are learned. Methods other than `kd` fix their own composer (`dccl`: sum of
-    /// code vectors; `dpq-*`: concatenation) and ignore `composer`, `init`, `refine` and the
-    /// search options.
+    /// code vectors; `dpq-*`: the `split` composer's balanced slices) and ignore `composer`,
+    /// `init`, `refine` and the search options.
     pub method: Method,
     /// Weight β of DPQ-VQ's commitment loss.
     pub commitment: f64,
@@ -236,11 +236,13 @@ impl TrainConfig {
         let d = self.num_codebooks;
         range("-K", "in 2..=65536", k, (2..=MAX_K as usize).contains(&k))?;
         range("-D", "in 1..=1024", d, (1..=MAX_D).contains(&d))?;
-        if self.method == Method::Kd && self.composer == ComposerKind::Concat {
+        if self.method == Method::Kd && self.composer.is_assembled() {
             return Err(ConfigError::Conflict {
-                reason: "the trainer learns linear, mlp and lstm composers, not concat \
-                         (concat is what --method dpq-sx and dpq-vq learn)"
-                    .into(),
+                reason: format!(
+                    "the trainer learns linear, mlp and lstm composers, not {} \
+                     (split is what --method dpq-sx and dpq-vq learn)",
+                    self.composer.name()
+                ),
             });
         }
         if self.method != Method::Kd && self.code_dim.is_some() {
@@ -483,6 +485,7 @@ mod tests {
                 }),
             ),
             ("concat", Box::new(|c| c.composer = ComposerKind::Concat)),
+            ("not split", Box::new(|c| c.composer = ComposerKind::Split)),
             ("--commitment", Box::new(|c| c.commitment = f64::NAN)),
             ("--commitment", Box::new(|c| c.commitment = -1.0)),
             (

@@ -49,7 +49,7 @@ fn bound(fan_in: usize) -> f64 {
 impl ComposerNet {
     /// Creates the variables under `p` with a fresh random initialisation from `rng`: code
     /// vectors normal, layers uniform in ±1/sqrt(fan-in) as PyTorch does, and the mlp's hidden
-    /// output at zero so that it starts as the linear composer. `config.kind` must not be concat.
+    /// output at zero so that it starts as the linear composer. `config.kind` must not be concat or split.
     pub fn new(p: &nn::Path, config: ComposerConfig, rng: &mut Rng) -> Self {
         let ComposerConfig {
             kind,

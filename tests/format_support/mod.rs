@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use kdcompress::codes::Codes;
-use kdcompress::composer::{Composer, ComposerConfig, ComposerKind, Tensor};
+use kdcompress::composer::{
+    CODEBOOKS, Composer, ComposerConfig, ComposerKind, Tensor, split_columns,
+};
 use kdcompress::compressed::{Compressed, Metadata, Source};
 use kdcompress::vocab::Vocab;
 
@@ -81,7 +83,7 @@ pub fn random_with_words(seed: u64, s: Shape, words: Vec<String>) -> Compressed 
         hidden: s.hidden,
         out_dim: s.out_dim,
     };
-    let tensors: BTreeMap<String, Tensor> = Composer::expected_shapes(&config)
+    let mut tensors: BTreeMap<String, Tensor> = Composer::expected_shapes(&config)
         .into_iter()
         .map(|(name, shape)| {
             let len = shape.iter().product();
@@ -89,6 +91,9 @@ pub fn random_with_words(seed: u64, s: Shape, words: Vec<String>) -> Compressed 
             (name.to_string(), Tensor::new(shape, data).unwrap())
         })
         .collect();
+    if s.kind == ComposerKind::Split {
+        zero_split_padding(&config, &mut tensors.get_mut(CODEBOOKS).unwrap().data);
+    }
     let codes = (0..n * s.d_codebooks)
         .map(|_| rng.below(u64::from(s.k)) as u16)
         .collect();
@@ -98,6 +103,16 @@ pub fn random_with_words(seed: u64, s: Shape, words: Vec<String>) -> Compressed 
         composer: Composer::new(config, tensors).unwrap(),
         metadata: metadata(),
         norms: s.norms.then(|| (0..n).map(|_| rng.float() + 1.0).collect()),
+    }
+}
+
+/// Zeroes what a `split` writer must store as zero: the values of each code vector past its
+/// group's width.
+pub fn zero_split_padding(c: &ComposerConfig, codebooks: &mut [f32]) {
+    let e = c.code_dim;
+    for (r, row) in codebooks.chunks_exact_mut(e).enumerate() {
+        let width = split_columns(c.out_dim, c.num_codebooks, r / c.num_codes).len();
+        row[width..].fill(0.0);
     }
 }
 
