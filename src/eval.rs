@@ -292,6 +292,15 @@ impl NeighbourReference {
             return Ok(0.0);
         }
         let got = nearest_by_cosine(decoded, self.dim, &self.rows, self.k)?;
+        Ok(self.overlap_of(&got))
+    }
+
+    /// Mean share of each sampled word's original neighbours found in `got` (one list per
+    /// sampled word, in the order of [`NeighbourReference::rows`]).
+    fn overlap_of(&self, got: &[Vec<u32>]) -> f64 {
+        if self.rows.is_empty() {
+            return 0.0;
+        }
         let total: f64 = got
             .iter()
             .zip(&self.neighbours)
@@ -300,7 +309,176 @@ impl NeighbourReference {
                 shared as f64 / b.len().max(1) as f64
             })
             .sum();
-        Ok(total / self.rows.len() as f64)
+        total / self.rows.len() as f64
+    }
+
+    /// A [`ChunkScorer`] against `original`, given the decoded vectors of the sampled rows
+    /// (`decoded_rows`, one row per [`NeighbourReference::rows`] entry, in that order).
+    pub fn scorer<'a>(
+        &'a self,
+        original: &'a [f32],
+        decoded_rows: &[f32],
+    ) -> Result<ChunkScorer<'a>, EvalError> {
+        if original.len() != self.len * self.dim {
+            return Err(EvalError::Shape {
+                what: "original matrix",
+                expected: self.len * self.dim,
+                found: original.len(),
+            });
+        }
+        if decoded_rows.len() != self.rows.len() * self.dim {
+            return Err(EvalError::Shape {
+                what: "decoded sampled rows",
+                expected: self.rows.len() * self.dim,
+                found: decoded_rows.len(),
+            });
+        }
+        let queries = decoded_rows
+            .chunks_exact(self.dim.max(1))
+            .flat_map(|row| {
+                let inv = inverse_norm(row);
+                row.iter().map(move |v| v * inv)
+            })
+            .collect();
+        Ok(ChunkScorer {
+            reference: self,
+            original,
+            queries: std::sync::Arc::new(queries),
+            squared_error: 0.0,
+            cosine: 0.0,
+            best: vec![Vec::with_capacity(self.k + 1); self.rows.len()],
+        })
+    }
+}
+
+/// What [`ChunkScorer::finish`] measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// Mean over words of the squared L2 error.
+    pub mse: f64,
+    /// Mean cosine between decoded and original vectors.
+    pub mean_cosine: f64,
+    /// Neighbour overlap of the sampled words (see [`NeighbourReference::overlap`]).
+    pub neighbour_overlap: f64,
+}
+
+/// Measures decoded vectors chunk by chunk, so that no decoded matrix needs to exist: sums of
+/// squared errors and cosines, and each sampled word's nearest decoded neighbours so far.
+///
+/// Feed every row once, in any order and from any number of scorers ([`ChunkScorer::fork`],
+/// [`ChunkScorer::merge`]); the result equals [`mse`], [`mean_cosine`] and
+/// [`NeighbourReference::overlap`] on the whole decoded matrix (up to the order of summation).
+#[derive(Debug)]
+pub struct ChunkScorer<'a> {
+    reference: &'a NeighbourReference,
+    original: &'a [f32],
+    /// The sampled rows' decoded vectors, normalised, shared by forks.
+    queries: std::sync::Arc<Vec<f32>>,
+    squared_error: f64,
+    cosine: f64,
+    /// Per sampled word, the best `(cosine, row)` so far: highest first, ties to the lower row.
+    best: Vec<Vec<(f32, u32)>>,
+}
+
+/// `a` ranks before `b`: higher cosine, then lower row (as [`nearest_by_cosine`] ranks).
+fn ranks_before(a: (f32, u32), b: (f32, u32)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+impl ChunkScorer<'_> {
+    /// An empty scorer sharing this one's reference and queries, for another thread.
+    pub fn fork(&self) -> Self {
+        ChunkScorer {
+            reference: self.reference,
+            original: self.original,
+            queries: self.queries.clone(),
+            squared_error: 0.0,
+            cosine: 0.0,
+            best: vec![Vec::with_capacity(self.reference.k + 1); self.best.len()],
+        }
+    }
+
+    /// Scores decoded rows `start..start + decoded.len() / d`.
+    pub fn add(&mut self, start: usize, decoded: &[f32]) -> Result<(), EvalError> {
+        let dim = self.reference.dim;
+        let rows = rows_of(decoded, dim)?;
+        if start + rows > self.reference.len {
+            return Err(EvalError::Shape {
+                what: "decoded chunk end",
+                expected: self.reference.len,
+                found: start + rows,
+            });
+        }
+        let original = &self.original[start * dim..(start + rows) * dim];
+        let k = self.reference.k;
+        for (i, (row, orig)) in decoded
+            .chunks_exact(dim)
+            .zip(original.chunks_exact(dim))
+            .enumerate()
+        {
+            let j = start + i;
+            self.squared_error += row
+                .iter()
+                .zip(orig)
+                .map(|(y, x)| f64::from(x - y).powi(2))
+                .sum::<f64>();
+            let inv = inverse_norm(row);
+            self.cosine += f64::from(dot(orig, row) * inverse_norm(orig) * inv);
+            for ((q, list), &r) in self
+                .queries
+                .chunks_exact(dim)
+                .zip(self.best.iter_mut())
+                .zip(&self.reference.rows)
+            {
+                if r == j {
+                    continue;
+                }
+                let cand = (dot(q, row) * inv, j as u32);
+                if list.len() == k && list.last().is_none_or(|&last| !ranks_before(cand, last)) {
+                    continue;
+                }
+                let pos = list.partition_point(|&e| ranks_before(e, cand));
+                list.insert(pos, cand);
+                list.truncate(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds what `other` has scored.
+    pub fn merge(&mut self, other: ChunkScorer) {
+        self.squared_error += other.squared_error;
+        self.cosine += other.cosine;
+        let k = self.reference.k;
+        for (mine, theirs) in self.best.iter_mut().zip(other.best) {
+            mine.extend(theirs);
+            mine.sort_by(|&a, &b| {
+                if ranks_before(a, b) {
+                    std::cmp::Ordering::Less
+                } else if ranks_before(b, a) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+            mine.truncate(k);
+        }
+    }
+
+    /// The scores over every row fed (each row must have been fed exactly once).
+    pub fn finish(self) -> Scores {
+        let n = self.reference.len;
+        let got: Vec<Vec<u32>> = self
+            .best
+            .iter()
+            .map(|l| l.iter().map(|&(_, j)| j).collect())
+            .collect();
+        let per_word = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
+        Scores {
+            mse: per_word(self.squared_error),
+            mean_cosine: per_word(self.cosine),
+            neighbour_overlap: self.reference.overlap_of(&got),
+        }
     }
 }
 
@@ -481,6 +659,60 @@ mod tests {
         let b = [2.0, 4.0, 0.0, 0.0];
         let c = mean_cosine(&a, &b, 2).unwrap();
         assert!((c - 0.5).abs() < 1e-6, "{c}");
+    }
+
+    #[test]
+    fn chunk_scorer_in_any_order_equals_whole_matrix_scores() {
+        // Pseudo-random rows with exact ties (duplicated rows) so the lower-row rule matters.
+        let (n, d) = (300usize, 6usize);
+        let mut rng = SplitMix64::new(7);
+        let mut unit = || (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0;
+        let original: Vec<f32> = (0..n * d).map(|_| unit()).collect();
+        let mut decoded: Vec<f32> = original.iter().map(|v| v + 0.3 * unit()).collect();
+        decoded.copy_within(0..10 * d, 50 * d);
+        let reference = NeighbourReference::new(&original, d, 40, 5, 3).unwrap();
+        let queries: Vec<f32> = reference
+            .rows()
+            .iter()
+            .flat_map(|&r| decoded[r * d..(r + 1) * d].to_vec())
+            .collect();
+        let whole = Scores {
+            mse: mse(&original, &decoded, d).unwrap(),
+            mean_cosine: mean_cosine(&original, &decoded, d).unwrap(),
+            neighbour_overlap: reference.overlap(&decoded).unwrap(),
+        };
+        // Two scorers, chunks fed out of order, then merged.
+        let mut a = reference.scorer(&original, &queries).unwrap();
+        let mut b = a.fork();
+        for (i, start) in [250usize, 0, 120, 37, 200].into_iter().enumerate() {
+            let end = match start {
+                250 => 300,
+                0 => 37,
+                120 => 200,
+                37 => 120,
+                _ => 250,
+            };
+            let target = if i % 2 == 0 { &mut a } else { &mut b };
+            target.add(start, &decoded[start * d..end * d]).unwrap();
+        }
+        a.merge(b);
+        let got = a.finish();
+        assert!(
+            (got.mse - whole.mse).abs() < 1e-9 * whole.mse.max(1.0),
+            "{got:?} {whole:?}"
+        );
+        assert!(
+            (got.mean_cosine - whole.mean_cosine).abs() < 1e-9,
+            "{got:?} {whole:?}"
+        );
+        assert_eq!(got.neighbour_overlap, whole.neighbour_overlap);
+        assert!(whole.neighbour_overlap > 0.0 && whole.neighbour_overlap < 1.0);
+        let mut c = reference.scorer(&original, &queries).unwrap();
+        assert!(matches!(
+            c.add(299, &decoded[..2 * d]),
+            Err(EvalError::Shape { .. })
+        ));
+        assert!(reference.scorer(&original, &queries[..d]).is_err());
     }
 
     #[test]

@@ -11,9 +11,10 @@ use super::rng::Rng;
 use super::search::{self, Normal};
 use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::codes::Codes;
+use crate::composer::Composer;
 use crate::composer::{ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
-use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference};
+use crate::eval::{self, ChunkScorer, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
 use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 
 /// At most this many held-out words: enough to compare epochs, cheap to decode.
@@ -146,40 +147,61 @@ impl Data<'_> {
         all
     }
 
-    /// Decodes every word into a host matrix, each worker writing its chunks in place.
-    fn decode_all(&self, codes: &Tensor, decoder: &Decoder) -> Vec<f32> {
+    /// Decodes rows `rows` (host indices) to a host matrix.
+    fn decode_rows(&self, codes: &Tensor, rows: &[usize], decoder: &Decoder) -> Vec<f32> {
+        tch::no_grad(|| {
+            let y = decoder
+                .decode(&codes.index_select(0, &self.rows_tensor(rows)))
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            Vec::<f32>::try_from(y.view(-1)).unwrap_or_default()
+        })
+    }
+
+    /// Scores every word's decoded vector against the original on the workers, chunk by chunk,
+    /// so that no decoded copy of the matrix is ever held.
+    fn score(
+        &self,
+        codes: &Tensor,
+        decoder: &Decoder,
+        reference: &NeighbourReference,
+    ) -> Result<Scores, TrainError> {
         let d = self.d as usize;
-        let step = search::chunk_rows(decoder.per_row());
-        let parts = chunks(self.n, step);
-        let mut all = vec![0f32; self.n as usize * d];
-        let workers = self.workers.min(parts.len()).max(1);
-        // Chunk j goes to worker j % workers, in order, so each worker takes its slices in turn.
-        let mut slices: Vec<std::collections::VecDeque<&mut [f32]>> =
-            (0..workers).map(|_| Default::default()).collect();
-        for (j, slice) in all.chunks_mut(step as usize * d).enumerate() {
-            slices[j % workers].push_back(slice);
-        }
-        let states: Vec<_> = slices
-            .into_iter()
-            .map(|s| (codes.shallow_clone(), decoder.fork(), s))
+        let queries = self.decode_rows(codes, reference.rows(), decoder);
+        let first = reference.scorer(self.host, &queries)?;
+        let parts = chunks(self.n, search::chunk_rows(decoder.per_row()));
+        let states: Vec<_> = (0..self.workers.min(parts.len()).max(1))
+            .map(|_| {
+                (
+                    codes.shallow_clone(),
+                    decoder.fork(),
+                    first.fork(),
+                    Vec::new(),
+                )
+            })
             .collect();
-        par_chunks(
+        let (states, results) = par_chunks(
             states,
             &parts,
-            |(c, dec, slices), s, len| {
+            |(c, dec, scorer, buf), s, len| {
                 let y = dec
                     .decode(&c.narrow(0, s, len))
                     .to_device(Device::Cpu)
                     .to_kind(Kind::Float)
                     .contiguous();
-                if let Some(dst) = slices.pop_front() {
-                    let n = dst.len();
-                    y.copy_data(dst, n);
-                }
+                buf.resize(len as usize * d, 0f32);
+                y.copy_data(buf, len as usize * d);
+                scorer.add(s as usize, buf)
             },
             |_| {},
         );
-        all
+        results.into_iter().collect::<Result<(), _>>()?;
+        let mut total = first;
+        for (_, _, scorer, _) in states {
+            total.merge(scorer);
+        }
+        Ok(total.finish())
     }
 
     /// Mean squared error per held-out word.
@@ -268,14 +290,15 @@ impl Out<'_> {
         data: &Data,
         name: &str,
         seconds: f64,
-        decoded: &[f32],
+        codes: &Tensor,
+        decoder: &Decoder,
     ) -> Result<(), TrainError> {
-        let d = data.d as usize;
+        let scores = data.score(codes, decoder, &self.reference)?;
         let report = StageReport {
             stage: name.to_string(),
-            mse: eval::mse(data.host, decoded, d)?,
-            mean_cosine: eval::mean_cosine(data.host, decoded, d)?,
-            neighbour_overlap: self.reference.overlap(decoded)?,
+            mse: scores.mse,
+            mean_cosine: scores.mean_cosine,
+            neighbour_overlap: scores.neighbour_overlap,
             seconds,
         };
         self.progress.stage_end(&report);
@@ -414,8 +437,13 @@ pub(super) fn run(
                     &codes,
                     cfg.epochs,
                 )?;
-                let decoded = data.decode_all(&codes, &net_decoder);
-                out.finish(&data, "composer", t0.elapsed().as_secs_f64(), &decoded)?;
+                out.finish(
+                    &data,
+                    "composer",
+                    t0.elapsed().as_secs_f64(),
+                    &codes,
+                    &net_decoder,
+                )?;
             }
             codes
         }
@@ -431,8 +459,13 @@ pub(super) fn run(
                 || enc.shallow_clone(),
                 |e, xc, _| e.logits(xc).argmax(-1, false),
             );
-            let decoded = data.decode_all(&codes, &net_decoder);
-            out.finish(&data, "end-to-end", t0.elapsed().as_secs_f64(), &decoded)?;
+            out.finish(
+                &data,
+                "end-to-end",
+                t0.elapsed().as_secs_f64(),
+                &codes,
+                &net_decoder,
+            )?;
             codes
         }
     };
@@ -448,15 +481,14 @@ pub(super) fn run(
     *out.stage = "export".into();
     let composer = net.export()?;
     let codes = codes_to_host(&codes, cfg.num_codes as u32, cfg.num_codebooks)?;
-    let mut decoded = vec![0f32; n * d];
-    composer.decode_batch(codes.as_slice(), &mut decoded);
+    let scores = final_scores(host, &out.reference, &composer, &codes, workers)?;
     let report = TrainReport {
         device: device_name(device),
         threads: workers,
         stages: out.stages.clone(),
-        mse: eval::mse(host, &decoded, d)?,
-        mean_cosine: eval::mean_cosine(host, &decoded, d)?,
-        neighbour_overlap: out.reference.overlap(&decoded)?,
+        mse: scores.mse,
+        mean_cosine: scores.mean_cosine,
+        neighbour_overlap: scores.neighbour_overlap,
         code_usage: eval::code_usage(&codes),
         samples_per_sec: if out.trained_secs > 0.0 {
             out.trained_words / out.trained_secs
@@ -470,6 +502,56 @@ pub(super) fn run(
         composer,
         report,
     })
+}
+
+/// Scores what users will decode: the pure-Rust composer on the discrete codes, chunk by chunk
+/// on `workers` threads, never holding a decoded matrix.
+fn final_scores(
+    host: &[f32],
+    reference: &NeighbourReference,
+    composer: &Composer,
+    codes: &Codes,
+    workers: usize,
+) -> Result<Scores, TrainError> {
+    const ROWS: usize = 4096;
+    let (d, dd) = (composer.config().out_dim, codes.d());
+    let all = codes.as_slice();
+    let mut queries = vec![0f32; reference.rows().len() * d];
+    for (&r, out) in reference.rows().iter().zip(queries.chunks_exact_mut(d)) {
+        composer.decode_batch(&all[r * dd..(r + 1) * dd], out);
+    }
+    let first = reference.scorer(host, &queries)?;
+    let n = all.len() / dd.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let scorers: Vec<Result<ChunkScorer, TrainError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                let (mut scorer, next) = (first.fork(), &next);
+                scope.spawn(move || {
+                    let mut buf = vec![0f32; ROWS * d];
+                    loop {
+                        let start = next.fetch_add(ROWS, std::sync::atomic::Ordering::Relaxed);
+                        if start >= n {
+                            return Ok(scorer);
+                        }
+                        let len = ROWS.min(n - start);
+                        let out = &mut buf[..len * d];
+                        composer.decode_batch(&all[start * dd..(start + len) * dd], out);
+                        scorer.add(start, out)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut total = first;
+    for scorer in scorers {
+        total.merge(scorer?);
+    }
+    Ok(total.finish())
 }
 
 fn codes_to_host(codes: &Tensor, k: u32, dd: usize) -> Result<Codes, TrainError> {
@@ -518,8 +600,8 @@ fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> 
         || tables.shallow_clone(),
         |t, xc, _| search::beam_encode(xc, t, beam),
     );
-    let decoded = data.decode_all(&codes, &Decoder::Additive(tables.shallow_clone()));
-    out.finish(data, "rq", t0.elapsed().as_secs_f64(), &decoded)?;
+    let decoder = Decoder::Additive(tables.shallow_clone());
+    out.finish(data, "rq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok((tables, codes))
 }
 
@@ -611,8 +693,8 @@ fn stage_lsq(
             break;
         }
     }
-    let decoded = data.decode_all(&codes, &Decoder::Additive(tables.shallow_clone()));
-    out.finish(data, "lsq", t0.elapsed().as_secs_f64(), &decoded)?;
+    let decoder = Decoder::Additive(tables.shallow_clone());
+    out.finish(data, "lsq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok((tables, codes))
 }
 
@@ -945,7 +1027,6 @@ fn stage_refine(
             break;
         }
     }
-    let decoded = data.decode_all(&codes, &decoder);
-    out.finish(data, "refine", t0.elapsed().as_secs_f64(), &decoded)?;
+    out.finish(data, "refine", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok(codes)
 }
