@@ -18,7 +18,7 @@ export PATH := $(VENV)/bin:$(PATH)
 BIN := target/release/kdcompress
 FIXTURE := fixtures/glove.6B.50d.head5k.txt
 
-.PHONY: run test build bench data torch tools fmt clippy
+.PHONY: run test build bench data torch tools fmt clippy lint
 
 run: build
 	@echo "== compressing $(FIXTURE) (real GloVe 6B 50d, first 5,000 words) =="
@@ -67,4 +67,9 @@ fmt:
 	cargo fmt --all
 
 clippy: $(TORCH_STAMP)
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --release --locked --all-targets -- -D warnings
+	cargo clippy --release --locked --no-default-features --lib --bins -- -D warnings
+
+# What CI checks besides the tests: formatting and lints, with and without LibTorch.
+lint: clippy
+	cargo fmt --all --check

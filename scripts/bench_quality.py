@@ -4,7 +4,7 @@
 For each data size (the first N rows of the real GloVe 6B 50d) and each bit budget it runs, in
 one process and on the same words:
   kdcompress  kd (the command line's shape, e.g. K=32 D=32 at 160 bits), kd-wide (kd with K=256),
-              dccl and dpq-sx/dpq-vq (K=16, their papers' usual shapes); compress, then export the
+              dccl (K=16, its usual shapes) and dpq-sx/dpq-vq (K=256); compress, then export the
               decoded vectors as .npy
   faiss       PQ and OPQ (M dividing d, at or under the budget), residual quantization at kd's
               very shape (D codebooks of K) and with 8-bit codebooks (RQ's best shape here)
@@ -116,8 +116,12 @@ def kd_shapes(method, bits):
         return (32, bits // 5) if bits % 5 == 0 and bits // 5 >= 32 else (16, bits // 4)
     if method == "kd-wide":
         return (256, bits // 8)
-    # DCCL's and DPQ's usual settings: K=16 codes per position (16x16, 32x16, 40x16).
-    return (16, bits // 4)
+    if method == "dccl":
+        # DCCL's usual settings: K=16 codes per position (16x16, 32x16, 40x16).
+        return (16, bits // 4)
+    # DPQ-SX scores a group by dot products, which needs groups several values wide (a 1-wide
+    # group can only reach its largest and smallest key): K=256 keeps D at d/6 to d/2.5.
+    return (256, bits // 8)
 
 
 def faiss_shapes(kind, bits, dim):

@@ -55,7 +55,7 @@ impl Codes {
         if !(2..=MAX_K).contains(&k) || !(1..=MAX_D).contains(&d) {
             return Err(CodesError::Shape { k, d });
         }
-        if data.len() % d != 0 {
+        if !data.len().is_multiple_of(d) {
             return Err(CodesError::Ragged { len: data.len(), d });
         }
         if let Some(i) = data.iter().position(|&c| u32::from(c) >= k) {

@@ -59,7 +59,7 @@ pub enum EvalError {
 }
 
 fn rows_of(matrix: &[f32], dim: usize) -> Result<usize, EvalError> {
-    if dim == 0 || matrix.len() % dim != 0 {
+    if dim == 0 || !matrix.len().is_multiple_of(dim) {
         return Err(EvalError::Width {
             len: matrix.len(),
             dim,

@@ -452,7 +452,8 @@ mod tests {
 
     #[test]
     fn each_bad_option_names_itself() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        type Break = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Break)> = vec![
             ("-K", Box::new(|c| c.num_codes = 1)),
             ("-K", Box::new(|c| c.num_codes = 70_000)),
             ("-D", Box::new(|c| c.num_codebooks = 0)),

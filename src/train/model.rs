@@ -170,7 +170,11 @@ impl ComposerNet {
                     let g = gates.chunk(4, 1);
                     cell = g[1].sigmoid() * &cell + g[0].sigmoid() * g[2].tanh();
                     state = g[3].sigmoid() * cell.tanh();
-                    acc = acc + &state;
+                    // Out of place: autograd may hold the previous sum.
+                    #[allow(clippy::assign_op_pattern)]
+                    {
+                        acc = acc + &state;
+                    }
                 }
                 acc.linear(&self.out_weight, Some(&self.out_bias))
             }
