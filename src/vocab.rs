@@ -1,12 +1,26 @@
 //! The vocabulary: words in row order with O(1) lookup both ways.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// Words in row order, with a hash index from word to row.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// The index holds row numbers only and hashes each word where it lives in `words`: no word is
+/// stored twice, and building the index hashes each word once.
+#[derive(Debug, Clone, Default)]
 pub struct Vocab {
     words: Vec<String>,
-    index: HashMap<String, u32>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl PartialEq for Vocab {
+    fn eq(&self, other: &Self) -> bool {
+        // The index is a function of the words.
+        self.words == other.words
+    }
 }
 
 /// Two rows hold the same word.
@@ -21,17 +35,29 @@ pub struct DuplicateWord {
 impl Vocab {
     /// Builds a vocabulary, refusing a word that occurs twice.
     pub fn new(words: Vec<String>) -> Result<Self, DuplicateWord> {
-        let mut index = HashMap::with_capacity(words.len());
+        let hasher = RandomState::new();
+        let mut index = HashTable::with_capacity(words.len());
         for (row, w) in words.iter().enumerate() {
-            if let Some(&first) = index.get(w.as_str()) {
-                return Err(DuplicateWord {
-                    first: first as usize,
-                    second: row,
-                });
+            let hash = hasher.hash_one(w.as_str());
+            let same = |&r: &u32| words[r as usize] == *w;
+            let rehash = |&r: &u32| hasher.hash_one(words[r as usize].as_str());
+            match index.entry(hash, same, rehash) {
+                Entry::Occupied(first) => {
+                    return Err(DuplicateWord {
+                        first: *first.get() as usize,
+                        second: row,
+                    });
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(row as u32);
+                }
             }
-            index.insert(w.clone(), row as u32);
         }
-        Ok(Vocab { words, index })
+        Ok(Vocab {
+            words,
+            index,
+            hasher,
+        })
     }
 
     /// Number of words.
@@ -51,7 +77,9 @@ impl Vocab {
 
     /// The row of `word`, if present.
     pub fn row(&self, word: &str) -> Option<usize> {
-        self.index.get(word).map(|&r| r as usize)
+        self.index
+            .find(self.hasher.hash_one(word), |&r| self.words[r as usize] == word)
+            .map(|&r| r as usize)
     }
 
     /// All words in row order.
@@ -62,9 +90,8 @@ impl Vocab {
     /// Keeps only the first `n` words.
     pub fn truncate(&mut self, n: usize) {
         if n < self.words.len() {
-            for w in self.words.drain(n..) {
-                self.index.remove(&w);
-            }
+            self.index.retain(|&mut r| (r as usize) < n);
+            self.words.truncate(n);
         }
     }
 }
