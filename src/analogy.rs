@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::inspect::UnitRows;
+use crate::linalg::dot;
 use crate::vocab::Vocab;
 
 /// A questions file that cannot be read.
@@ -212,7 +213,7 @@ impl AnalogyTask {
                         if x == q[0] || x == q[1] || x == q[2] {
                             continue;
                         }
-                        let s = dot8(v, &targets[i]);
+                        let s = dot(v, &targets[i]);
                         // Strictly greater: ties go to the lower row, the more frequent word.
                         if s > best[i].0 {
                             best[i] = (s, x);
@@ -262,25 +263,6 @@ impl AnalogyTask {
             sections,
         }
     }
-}
-
-/// A dot product in eight independent lanes, which the compiler turns into SIMD; a plain
-/// iterator sum must keep the additions in order and cannot.
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -395,13 +377,5 @@ mod tests {
         let sections = parse_questions("a b c x\n", Path::new("q")).unwrap();
         let r = AnalogyTask::new(&sections, &v, 10, |_| true).score(&unit);
         assert_eq!(r.all.correct, 1);
-    }
-
-    #[test]
-    fn dot8_matches_plain_dot() {
-        let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..21).map(|i| 1.0 - i as f32 * 0.25).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot8(&a, &b) - plain).abs() < 1e-3);
     }
 }

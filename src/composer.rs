@@ -28,6 +28,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::linalg::dot;
+
 /// How the chosen code vectors become a word vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -572,26 +574,6 @@ fn matvec_add(w: &[f32], x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Dot product with eight independent partial sums: a single running sum is a dependency chain
-/// the compiler may not reorder, while eight lanes map onto SIMD registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 8;
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,19 +870,6 @@ mod tests {
         {
             let y = w.iter().zip(&s).map(|(a, b)| a * b).sum::<f32>() + t[OUT_BIAS].data[r];
             assert!((got - y).abs() < 1e-4, "output {r}: {got} vs {y}");
-        }
-    }
-
-    #[test]
-    fn dot_matches_a_plain_sum_at_every_length() {
-        for n in 0..40 {
-            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 3.0).collect();
-            let b: Vec<f32> = (0..n).map(|i| 1.5 - i as f32 * 0.125).collect();
-            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!(
-                (dot(&a, &b) - plain).abs() <= 1e-4 * (1.0 + plain.abs()),
-                "n = {n}"
-            );
         }
     }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::codes::Codes;
+use crate::linalg::dot;
 
 /// What can go wrong while measuring.
 #[derive(Debug, thiserror::Error)]
@@ -99,25 +100,6 @@ pub fn mse(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalErr
     let n = same_shape(original, decoded, dim)?;
     let total: f64 = squared_errors(original, decoded, dim)?.iter().sum();
     Ok(if n == 0 { 0.0 } else { total / n as f64 })
-}
-
-/// Dot product with eight independent partial sums: a single running sum is a serial chain the
-/// compiler may not reorder, eight let it use SIMD lanes (several times faster on 50-wide rows).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 fn inverse_norm(a: &[f32]) -> f32 {

@@ -21,6 +21,7 @@ pub mod export;
 pub mod format;
 pub mod input;
 pub mod inspect;
+mod linalg;
 pub mod method;
 pub mod progress;
 pub mod report;

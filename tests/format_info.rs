@@ -1,11 +1,12 @@
 //! `kdcompress info` on files written into a temporary directory.
 
 mod format_support;
+mod usage_support;
 
-use assert_cmd::cargo::cargo_bin_cmd;
 use format_support::{Shape, random};
 use kdcompress::composer::ComposerKind;
 use predicates::prelude::*;
+use usage_support::{fails_with, kdc, stdout};
 
 fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
     let c = random(
@@ -31,15 +32,7 @@ fn info_reports_sections_ratio_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_sample(dir.path());
     let file_len = std::fs::metadata(&path).unwrap().len();
-    let out = cargo_bin_cmd!("kdcompress")
-        .arg("info")
-        .arg(&path)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let out = String::from_utf8(out).unwrap();
+    let out = stdout(kdc(dir.path()).arg("info").arg(&path));
     for expected in [
         "words (N)     2,000",
         "dimension (d) 50",
@@ -90,26 +83,20 @@ fn info_on_a_damaged_file_names_it_and_fails() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    cargo_bin_cmd!("kdcompress")
-        .arg("info")
-        .arg(&path)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(path.to_string_lossy().as_ref()))
-        .stderr(predicate::str::contains("norms section at offset"))
-        .stderr(predicate::str::contains("is corrupt"));
+    fails_with(
+        kdc(dir.path()).arg("info").arg(&path),
+        path.to_string_lossy(),
+    )
+    .stderr(predicate::str::contains("norms section at offset"))
+    .stderr(predicate::str::contains("is corrupt"));
 }
 
 #[test]
 fn info_on_a_missing_file_fails_with_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.kdz");
-    cargo_bin_cmd!("kdcompress")
-        .arg("info")
-        .arg(&path)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "absent.kdz: cannot open for reading",
-        ));
+    fails_with(
+        kdc(dir.path()).arg("info").arg(&path),
+        "absent.kdz: cannot open for reading",
+    );
 }

@@ -2,23 +2,12 @@
 
 mod usage_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin_cmd;
-use predicates::prelude::*;
-use usage_support::{WORDS, hidden_files, table, vector, with_major, words_kdz, write};
-
-/// The binary, run inside `dir` so that nothing can land in the working directory.
-fn kdc(dir: &Path) -> Command {
-    let mut cmd = cargo_bin_cmd!("kdcompress");
-    cmd.current_dir(dir);
-    cmd
-}
-
-fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
-}
+use usage_support::{
+    WORDS, cosine, export, fails_with, hidden_files, kdc, stdout, table, vector, with_major,
+    words_kdz, write, write_text,
+};
 
 #[test]
 fn codes_shows_code_same_code_words_and_nearest_codes() {
@@ -69,32 +58,23 @@ fn unknown_word_suggests_close_words_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
     for cmd in ["codes", "similar"] {
-        kdc(dir.path())
-            .arg(cmd)
-            .arg(&kdz)
-            .args(["king", "mondya"])
-            .assert()
-            .failure()
-            .stdout("")
-            .stderr(predicate::str::contains(format!(
+        fails_with(
+            kdc(dir.path()).arg(cmd).arg(&kdz).args(["king", "mondya"]),
+            format!(
                 "{}: \"mondya\" is not in the vocabulary (9 words); did you mean monday?",
                 kdz.display()
-            )));
+            ),
+        )
+        .stdout("");
     }
-    kdc(dir.path())
-        .arg("codes")
-        .arg(&kdz)
-        .arg("Queen")
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("did you mean queen?"));
-    kdc(dir.path())
-        .arg("similar")
-        .arg(&kdz)
-        .arg("zzzzzzzz")
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("no word in it is close"));
+    fails_with(
+        kdc(dir.path()).arg("codes").arg(&kdz).arg("Queen"),
+        "did you mean queen?",
+    );
+    fails_with(
+        kdc(dir.path()).arg("similar").arg(&kdz).arg("zzzzzzzz"),
+        "no word in it is close",
+    );
 }
 
 #[test]
@@ -123,11 +103,7 @@ fn newer_major_version_says_which_version_is_needed() {
                 }
             })
             .collect();
-        kdc(dir.path())
-            .args(&args)
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(message.clone()));
+        fails_with(kdc(dir.path()).args(&args), message.clone());
     }
     assert!(!dir.path().join("out.npy").exists());
 }
@@ -137,25 +113,15 @@ fn missing_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.kdz");
     for cmd in ["codes", "similar"] {
-        kdc(dir.path())
-            .arg(cmd)
-            .arg(&missing)
-            .arg("king")
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(format!(
-                "{}: cannot open for reading",
-                missing.display()
-            )));
+        fails_with(
+            kdc(dir.path()).arg(cmd).arg(&missing).arg("king"),
+            format!("{}: cannot open for reading", missing.display()),
+        );
     }
-    kdc(dir.path())
-        .arg("groups")
-        .arg(&missing)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "nope.kdz: cannot open for reading",
-        ));
+    fails_with(
+        kdc(dir.path()).arg("groups").arg(&missing),
+        "nope.kdz: cannot open for reading",
+    );
 }
 
 #[test]
@@ -188,13 +154,13 @@ fn groups_by_full_code_and_by_prefix() {
       2  3  apple banana
 "
     );
-    kdc(dir.path())
-        .arg("groups")
-        .arg(&kdz)
-        .args(["--prefix", "0"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--prefix"));
+    fails_with(
+        kdc(dir.path())
+            .arg("groups")
+            .arg(&kdz)
+            .args(["--prefix", "0"]),
+        "--prefix",
+    );
 }
 
 #[test]
@@ -230,15 +196,12 @@ fn similar_ranks_by_cosine_of_decoded_vectors() {
             .arg(&kdz)
             .args(["king", "-k", "3"]),
     );
-    let cos = |a: [f32; 2], b: [f32; 2]| {
-        (a[0] * b[0] + a[1] * b[1]) / (a[0].hypot(a[1]) * b[0].hypot(b[1]))
-    };
     let king = vector([0, 0, 1]);
     let expected = format!(
         "king: nearest by cosine of the decoded vectors\n   1  queen                {:.3}\n   2  sunday               {:.3}\n   3  prince               {:.3}\n",
-        cos(king, vector([0, 0, 2])),
-        cos(king, vector([1, 2, 0])),
-        cos(king, vector([0, 3, 1])),
+        cosine(king, vector([0, 0, 2])),
+        cosine(king, vector([1, 2, 0])),
+        cosine(king, vector([0, 3, 1])),
     );
     assert_eq!(out, expected);
 }
@@ -248,11 +211,7 @@ fn export_formats_by_extension() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
     for ext in ["txt", "bin", "npy", "safetensors"] {
-        kdc(dir.path())
-            .arg("export")
-            .arg(&kdz)
-            .arg("-o")
-            .arg(dir.path().join(format!("out.{ext}")))
+        export(dir.path(), &kdz, dir.path().join(format!("out.{ext}")))
             .assert()
             .success();
     }
@@ -296,11 +255,7 @@ fn export_safetensors_holds_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
     let out = dir.path().join("model.st");
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(&out)
+    export(dir.path(), &kdz, &out)
         .args(["--format", "safetensors"])
         .assert()
         .success();
@@ -352,40 +307,24 @@ fn export_refuses_to_overwrite_without_force() {
     let kdz = words_kdz(dir.path());
     let out = dir.path().join("out.npy");
     std::fs::write(&out, "keep me").unwrap();
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
+    fails_with(
+        &mut export(dir.path(), &kdz, &out),
+        format!(
             "{}: the file already exists; pass --force to overwrite it",
             out.display()
-        )));
+        ),
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
     // The word list is checked before anything is written, too.
     let words = dir.path().join("words.txt");
     std::fs::write(&words, "keep me too").unwrap();
     let fresh = dir.path().join("fresh.npy");
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(&fresh)
-        .arg("--words")
-        .arg(&words)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "words.txt: the file already exists",
-        ));
+    fails_with(
+        export(dir.path(), &kdz, &fresh).arg("--words").arg(&words),
+        "words.txt: the file already exists",
+    );
     assert!(!fresh.exists());
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(&out)
+    export(dir.path(), &kdz, &out)
         .arg("--words")
         .arg(&words)
         .arg("--force")
@@ -404,23 +343,14 @@ fn export_refuses_to_overwrite_without_force() {
 fn export_needs_a_known_format() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(dir.path().join("out.vec"))
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "out.vec: cannot tell the format from the extension",
-        ));
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .args(["-o", "x.npy", "--format", "parquet"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("invalid value 'parquet'"));
+    fails_with(
+        &mut export(dir.path(), &kdz, dir.path().join("out.vec")),
+        "out.vec: cannot tell the format from the extension",
+    );
+    fails_with(
+        export(dir.path(), &kdz, "x.npy").args(["--format", "parquet"]),
+        "invalid value 'parquet'",
+    );
     assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1);
 }
 
@@ -432,25 +362,15 @@ fn export_refuses_words_text_formats_cannot_hold() {
     let kdz = write(dir.path(), "spaces.kdz", &table(&words));
     for ext in ["txt", "bin"] {
         let out = dir.path().join(format!("out.{ext}"));
-        kdc(dir.path())
-            .arg("export")
-            .arg(&kdz)
-            .arg("-o")
-            .arg(&out)
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(
-                "cannot write word 4 (\"new york\")",
-            ))
-            .stderr(predicate::str::contains("contains whitespace"));
+        fails_with(
+            &mut export(dir.path(), &kdz, &out),
+            "cannot write word 4 (\"new york\")",
+        )
+        .stderr(predicates::str::contains("contains whitespace"));
         assert!(!out.exists());
     }
     // Formats without separators hold any word.
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(dir.path().join("out.safetensors"))
+    export(dir.path(), &kdz, dir.path().join("out.safetensors"))
         .assert()
         .success();
     assert!(hidden_files(dir.path()).is_empty());
@@ -461,29 +381,20 @@ fn export_into_a_missing_directory_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
     let out = dir.path().join("no/such/dir/out.npy");
-    kdc(dir.path())
-        .arg("export")
-        .arg(&kdz)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
-            "{}: cannot create a temporary file beside",
-            out.display()
-        )));
+    fails_with(
+        &mut export(dir.path(), &kdz, &out),
+        format!("{}: cannot create a temporary file beside", out.display()),
+    );
 }
 
 /// GloVe text for some of the example words: king's original neighbours differ from its
 /// decoded ones, and `outsider` is not in the .kdz so it can never be listed.
-fn write_original(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("original.txt");
-    std::fs::write(
-        &path,
+fn write_original(dir: &Path) -> PathBuf {
+    write_text(
+        dir,
+        "original.txt",
         "king 1 0\nqueen 0.9 0.1\noutsider 1 0.01\napple 0 1\nprince -1 0\nmonday 0.5 0.5\n",
     )
-    .unwrap();
-    path
 }
 
 #[test]
@@ -498,9 +409,6 @@ fn similar_lists_original_neighbours_beside_decoded_ones() {
             .args(["king", "-k", "4", "--original"])
             .arg(&original),
     );
-    let cos = |a: [f32; 2], b: [f32; 2]| {
-        (a[0] * b[0] + a[1] * b[1]) / (a[0].hypot(a[1]) * b[0].hypot(b[1]))
-    };
     let king = vector([0, 0, 1]);
     let ours = [
         ("queen", [0, 0, 2]),
@@ -509,8 +417,8 @@ fn similar_lists_original_neighbours_beside_decoded_ones() {
         ("monday", [1, 2, 3]),
     ];
     let theirs = [
-        ("queen", cos([1.0, 0.0], [0.9, 0.1])),
-        ("monday", cos([1.0, 0.0], [0.5, 0.5])),
+        ("queen", cosine([1.0, 0.0], [0.9, 0.1])),
+        ("monday", cosine([1.0, 0.0], [0.5, 0.5])),
         ("apple", 0.0),
         ("prince", -1.0),
     ];
@@ -522,7 +430,7 @@ fn similar_lists_original_neighbours_beside_decoded_ones() {
             "{:>4}  {:<20} {:.3}  {:<20} {:.3}\n",
             rank + 1,
             w,
-            cos(king, vector(*code)),
+            cosine(king, vector(*code)),
             o,
             c
         ));
@@ -546,37 +454,28 @@ fn similar_lists_original_neighbours_beside_decoded_ones() {
 fn similar_original_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
-    let wide = dir.path().join("wide.txt");
-    std::fs::write(&wide, "king 1 0 0\nqueen 0 1 0\n").unwrap();
-    kdc(dir.path())
-        .arg("similar")
-        .arg(&kdz)
-        .args(["king", "--original"])
-        .arg(&wide)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
-            "{}: the vectors have 3 dimensions but {} decodes to 2",
-            wide.display(),
-            kdz.display()
-        )));
-    let strangers = dir.path().join("strangers.txt");
-    std::fs::write(&strangers, "x 1 0\ny 0 1\n").unwrap();
-    kdc(dir.path())
-        .arg("similar")
-        .arg(&kdz)
-        .args(["king", "--original"])
-        .arg(&strangers)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("none of the 9 words of"));
+    let wide = write_text(dir.path(), "wide.txt", "king 1 0 0\nqueen 0 1 0\n");
+    let strangers = write_text(dir.path(), "strangers.txt", "x 1 0\ny 0 1\n");
     let missing = dir.path().join("missing.txt");
-    kdc(dir.path())
-        .arg("similar")
-        .arg(&kdz)
-        .args(["king", "--original"])
-        .arg(&missing)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(missing.display().to_string()));
+    for (original, message) in [
+        (
+            &wide,
+            format!(
+                "{}: the vectors have 3 dimensions but {} decodes to 2",
+                wide.display(),
+                kdz.display()
+            ),
+        ),
+        (&strangers, "none of the 9 words of".to_string()),
+        (&missing, missing.display().to_string()),
+    ] {
+        fails_with(
+            kdc(dir.path())
+                .arg("similar")
+                .arg(&kdz)
+                .args(["king", "--original"])
+                .arg(original),
+            message,
+        );
+    }
 }

@@ -6,15 +6,8 @@ mod usage_support;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin_cmd;
 use predicates::prelude::*;
-use usage_support::{WORDS, vector, with_major, words_kdz};
-
-fn kdc(dir: &Path) -> Command {
-    let mut cmd = cargo_bin_cmd!("kdcompress");
-    cmd.current_dir(dir);
-    cmd
-}
+use usage_support::{WORDS, fails_with, kdc, stdout, vector, with_major, words_kdz, write_text};
 
 /// GloVe text with each word's decoded vector plus `shift(row)`.
 fn write_original(dir: &Path, name: &str, shift: impl Fn(usize) -> [f32; 2]) -> PathBuf {
@@ -26,15 +19,7 @@ fn write_original(dir: &Path, name: &str, shift: impl Fn(usize) -> [f32; 2]) -> 
     }
     // A word the .kdz does not have changes nothing.
     text.push_str("stranger 1 1\n");
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    write_text(dir, name, &text)
 }
 
 struct Setup {
@@ -47,12 +32,12 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());
-    let similarity = write(
+    let similarity = write_text(
         dir.path(),
         "sim.tsv",
         "# w1\tw2\tscore\nking\tqueen\t8.5\nking apple 1.0\nmonday tuesday 9\nQueen prince 7\nnowhere word 5\n",
     );
-    let analogy = write(
+    let analogy = write_text(
         dir.path(),
         "questions.txt",
         ": royals\nking queen prince apple\nKing Queen Monday Tuesday\n: gram-days\nmonday sunday tuesday wednesday\nmonday sunday nowhere wednesday\n",
@@ -65,6 +50,29 @@ fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// `kdcompress eval KDZ --original ORIGINAL`, run in the temporary directory.
+    fn eval(&self, original: &Path) -> Command {
+        self.eval_file(&self.kdz, original)
+    }
+
+    fn eval_file(&self, kdz: &Path, original: &Path) -> Command {
+        let mut cmd = kdc(self.dir.path());
+        cmd.arg("eval").arg(kdz).arg("--original").arg(original);
+        cmd
+    }
+
+    /// [`Setup::eval`] with the similarity and analogy files.
+    fn eval_all(&self, original: &Path) -> Command {
+        let mut cmd = self.eval(original);
+        cmd.arg("--similarity")
+            .arg(&self.similarity)
+            .arg("--analogy")
+            .arg(&self.analogy);
+        cmd
+    }
+}
+
 fn json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.assert().success().get_output().stdout.clone();
     serde_json::from_slice(&out).unwrap()
@@ -74,18 +82,7 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 fn identical_vectors_score_like_the_original() {
     let s = setup();
     let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
-    let v = json(
-        kdc(s.dir.path())
-            .arg("eval")
-            .arg(&s.kdz)
-            .arg("--original")
-            .arg(&original)
-            .arg("--similarity")
-            .arg(&s.similarity)
-            .arg("--analogy")
-            .arg(&s.analogy)
-            .arg("--json"),
-    );
+    let v = json(s.eval_all(&original).arg("--json"));
     assert_eq!(v["words"], 9);
     assert_eq!(v["words_in_original"], 9);
     assert_eq!(v["dim"], 2);
@@ -114,14 +111,7 @@ fn shifted_original_gives_the_errors_worked_out_by_hand() {
     let original = write_original(s.dir.path(), "shifted.txt", |row| {
         if row == 3 { [3.0, 4.0] } else { [0.0, 0.0] }
     });
-    let v = json(
-        kdc(s.dir.path())
-            .arg("eval")
-            .arg(&s.kdz)
-            .arg("--original")
-            .arg(&original)
-            .arg("--json"),
-    );
+    let v = json(s.eval(&original).arg("--json"));
     let mse = v["mse"]["decoded"].as_f64().unwrap();
     assert!((mse - 25.0 / 9.0).abs() < 1e-5, "{mse}");
     let norms: f64 = WORDS
@@ -148,21 +138,7 @@ fn shifted_original_gives_the_errors_worked_out_by_hand() {
 fn text_output_puts_scores_side_by_side() {
     let s = setup();
     let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
-    let out = kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&original)
-        .arg("--similarity")
-        .arg(&s.similarity)
-        .arg("--analogy")
-        .arg(&s.analogy)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let out = String::from_utf8(out).unwrap();
+    let out = stdout(&mut s.eval_all(&original));
     for line in [
         ": 9 of 9 words found, d = 2",
         "MSE per word                           0.0000     0.0000",
@@ -180,17 +156,13 @@ fn text_output_puts_scores_side_by_side() {
 fn report_is_written_with_curve_and_code_usage() {
     let s = setup();
     let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
-    let log = write(
+    let log = write_text(
         s.dir.path(),
         "train.jsonl",
         "{\"stage\":\"composer\",\"epoch\":1,\"train_loss\":1.0,\"val_mse\":0.9,\"best\":true}\n{\"stage\":\"composer\",\"epoch\":2,\"train_loss\":0.5,\"val_mse\":0.6,\"best\":true}\n",
     );
     let report = s.dir.path().join("report.html");
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&original)
+    s.eval(&original)
         .arg("--report")
         .arg(&report)
         .arg("--log")
@@ -211,23 +183,11 @@ fn report_is_written_with_curve_and_code_usage() {
     }
     assert_eq!(html.matches("<svg").count(), 3);
     // Refuses to overwrite without --force, before any work.
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&original)
-        .arg("--report")
-        .arg(&report)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "report.html: the file already exists; pass --force to overwrite it",
-        ));
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&original)
+    fails_with(
+        s.eval(&original).arg("--report").arg(&report),
+        "report.html: the file already exists; pass --force to overwrite it",
+    );
+    s.eval(&original)
         .arg("--report")
         .arg(&report)
         .arg("--force")
@@ -244,82 +204,46 @@ fn report_is_written_with_curve_and_code_usage() {
 fn errors_name_the_file_at_fault() {
     let s = setup();
     let original = write_original(s.dir.path(), "same.txt", |_| [0.0, 0.0]);
-    let base = |extra: &[&std::ffi::OsStr]| {
-        let mut cmd = kdc(s.dir.path());
-        cmd.arg("eval").arg(&s.kdz).arg("--original").arg(&original);
-        cmd.args(extra);
-        cmd
-    };
     let missing = s.dir.path().join("missing.tsv");
-    base(&["--similarity".as_ref(), missing.as_os_str()])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
-            "cannot read similarity file {}",
-            missing.display()
-        )));
-    let bad = write(s.dir.path(), "bad.txt", ": s\na b c\n");
-    base(&["--analogy".as_ref(), bad.as_os_str()])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
-            "{}:2: expected four words",
-            bad.display()
-        )));
-    let log = write(s.dir.path(), "log.jsonl", "{\"epoch\":1}\nnot json\n");
+    fails_with(
+        s.eval(&original).arg("--similarity").arg(&missing),
+        format!("cannot read similarity file {}", missing.display()),
+    );
+    let bad = write_text(s.dir.path(), "bad.txt", ": s\na b c\n");
+    fails_with(
+        s.eval(&original).arg("--analogy").arg(&bad),
+        format!("{}:2: expected four words", bad.display()),
+    );
+    let log = write_text(s.dir.path(), "log.jsonl", "{\"epoch\":1}\nnot json\n");
     let report = s.dir.path().join("r.html");
-    base(&[
-        "--report".as_ref(),
-        report.as_os_str(),
-        "--log".as_ref(),
-        log.as_os_str(),
-    ])
-    .assert()
-    .failure()
-    .stderr(predicate::str::contains(format!(
-        "{}:2: not a JSON object",
-        log.display()
-    )));
+    fails_with(
+        s.eval(&original)
+            .arg("--report")
+            .arg(&report)
+            .arg("--log")
+            .arg(&log),
+        format!("{}:2: not a JSON object", log.display()),
+    );
     assert!(!report.exists());
     // --log without --report is a usage error.
-    base(&["--log".as_ref(), log.as_os_str()])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--report"));
+    fails_with(s.eval(&original).arg("--log").arg(&log), "--report");
 
-    let wide = write(s.dir.path(), "wide.txt", "king 1 2 3\n");
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&wide)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(format!(
+    let wide = write_text(s.dir.path(), "wide.txt", "king 1 2 3\n");
+    fails_with(
+        &mut s.eval(&wide),
+        format!(
             "{}: the vectors have 3 dimensions but {} decodes to 2",
             wide.display(),
             s.kdz.display()
-        )));
-    let strangers = write(s.dir.path(), "strangers.txt", "x 1 2\n");
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&s.kdz)
-        .arg("--original")
-        .arg(&strangers)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("none of the 9 words of"));
+        ),
+    );
+    let strangers = write_text(s.dir.path(), "strangers.txt", "x 1 2\n");
+    fails_with(&mut s.eval(&strangers), "none of the 9 words of");
 
     let newer = s.dir.path().join("newer.kdz");
     with_major(&s.kdz, 3, &newer);
-    kdc(s.dir.path())
-        .arg("eval")
-        .arg(&newer)
-        .arg("--original")
-        .arg(&original)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "needs a reader for major version 3",
-        ));
+    fails_with(
+        &mut s.eval_file(&newer, &original),
+        "needs a reader for major version 3",
+    );
 }

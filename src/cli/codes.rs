@@ -4,7 +4,6 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use kdcompress::format::Kdz;
 use kdcompress::inspect::{self, code_string};
 
 /// Options of `codes`.
@@ -25,12 +24,7 @@ pub struct CodesArgs {
 
 /// Prints the codes of `args.words`; every word is checked before anything is printed.
 pub fn run(args: CodesArgs) -> anyhow::Result<()> {
-    let kdz = Kdz::open(&args.file)?;
-    let rows = args
-        .words
-        .iter()
-        .map(|w| inspect::lookup(kdz.vocab(), w, kdz.path()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (kdz, rows) = super::open_with_rows(&args.file, &args.words)?;
     let codes = kdz.codes();
     let mut out = BufWriter::new(io::stdout().lock());
     let max_words = args.max_words as usize;

@@ -2,7 +2,11 @@
 //!
 //! Raw arguments become a validated configuration in each subcommand's module before any work.
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
+use kdcompress::format::Kdz;
+use kdcompress::inspect;
 
 pub mod codes;
 pub mod compress;
@@ -59,6 +63,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export(args)) => export::run(args),
         Some(Command::Eval(args)) => eval::run(args),
     }
+}
+
+/// Opens `file` and finds the row of each of `words`, so that a command fails on an unknown word
+/// before it prints anything.
+fn open_with_rows(file: &Path, words: &[String]) -> anyhow::Result<(Kdz, Vec<usize>)> {
+    let kdz = Kdz::open(file)?;
+    let rows = words
+        .iter()
+        .map(|w| inspect::lookup(kdz.vocab(), w, kdz.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((kdz, rows))
 }
 
 #[cfg(test)]

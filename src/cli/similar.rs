@@ -5,9 +5,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::bail;
-use kdcompress::format::Kdz;
 use kdcompress::input;
-use kdcompress::inspect::{self, Aligned, Neighbour, UnitRows};
+use kdcompress::inspect::{Aligned, Neighbour, UnitRows};
 
 use super::input_args::InputArgs;
 
@@ -33,12 +32,7 @@ pub struct SimilarArgs {
 
 /// Prints the neighbours of each of `args.words`.
 pub fn run(args: SimilarArgs) -> anyhow::Result<()> {
-    let kdz = Kdz::open(&args.file)?;
-    let rows = args
-        .words
-        .iter()
-        .map(|w| inspect::lookup(kdz.vocab(), w, kdz.path()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (kdz, rows) = super::open_with_rows(&args.file, &args.words)?;
     let original = match &args.original {
         Some(path) => {
             let loaded = input::read(path, &args.read.to_options())?;

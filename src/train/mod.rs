@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod common;
 mod config;
 pub mod methods;
 pub mod model;

@@ -5,6 +5,7 @@ use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+use super::common::{codes_to_host, held_out, restore, snapshot, torch_err};
 use super::model::{ComposerNet, Encoder, mean_entropy, reconstruction_loss, straight_through};
 use super::parallel::{chunks, par_chunks};
 use super::rng::Rng;
@@ -17,8 +18,6 @@ use crate::embeddings::Embeddings;
 use crate::eval::{self, ChunkScorer, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
 use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 
-/// At most this many held-out words: enough to compare epochs, cheap to decode.
-const MAX_VAL: usize = 10_000;
 /// Distinguishes the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x5E_ED0F_5B1D;
 /// Words per code sampled to learn the tables, and a cap. Deep tables model small residuals
@@ -74,13 +73,6 @@ struct Out<'a> {
 fn borrow_matrix(data: &[f32], n: i64, d: i64) -> Tensor {
     // SAFETY: `data` holds n*d initialised f32s, contiguous; see the contract above.
     unsafe { Tensor::from_blob(data.as_ptr().cast(), &[n, d], &[], Kind::Float, Device::Cpu) }
-}
-
-fn torch_err(stage: &str, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Torch {
-        stage: stage.to_string(),
-        message: e.to_string(),
-    }
 }
 
 impl Data<'_> {
@@ -334,15 +326,9 @@ pub(super) fn run(
             .f_to_device(device)
             .map_err(|e| torch_err("setup", e))?
     };
-    let n_val = ((n as f64 * cfg.val_fraction).round() as usize)
-        .clamp(1, n - 1)
-        .min(MAX_VAL);
-    let mut val: Vec<usize> = eval::sample_rows(n, n_val, cfg.seed ^ SPLIT_SALT);
+    let (mut val, is_val) = held_out(n, cfg.val_fraction, cfg.seed ^ SPLIT_SALT);
     val.sort_unstable();
-    let mut is_val = vec![false; n];
-    for &r in &val {
-        is_val[r] = true;
-    }
+    let n_val = val.len();
     let train: Vec<usize> = (0..n).filter(|&r| !is_val[r]).collect();
     let mask: Vec<bool> = is_val.iter().map(|v| !v).collect();
     let dd = cfg.num_codebooks as i64;
@@ -554,21 +540,6 @@ fn final_scores(
     Ok(total.finish())
 }
 
-fn codes_to_host(codes: &Tensor, k: u32, dd: usize) -> Result<Codes, TrainError> {
-    let c = codes
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Int)
-        .contiguous()
-        .view(-1);
-    let v = Vec::<i32>::try_from(&c).map_err(|e| torch_err("export", e))?;
-    // Codes are argmins or argmaxes over K entries, so they fit u16; Codes::new checks the range.
-    let v: Vec<u16> = v
-        .into_iter()
-        .map(|c| c.clamp(0, u16::MAX as i32) as u16)
-        .collect();
-    Ok(Codes::new(k, dd, v)?)
-}
-
 fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> {
     let cfg = data.cfg;
     let t0 = Instant::now();
@@ -730,18 +701,6 @@ fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng) {
         if net.config().kind != ComposerKind::Lstm {
             net.out_weight.shallow_clone().copy_(&w);
             let _ = net.out_bias.shallow_clone().zero_();
-        }
-    });
-}
-
-fn snapshot(vs: &nn::VarStore) -> Vec<Tensor> {
-    tch::no_grad(|| vs.trainable_variables().iter().map(|t| t.copy()).collect())
-}
-
-fn restore(vs: &nn::VarStore, saved: &[Tensor]) {
-    tch::no_grad(|| {
-        for (v, s) in vs.trainable_variables().iter().zip(saved) {
-            v.shallow_clone().copy_(s);
         }
     });
 }

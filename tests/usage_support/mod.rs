@@ -1,9 +1,14 @@
 //! Hand-built `.kdz` files for the usage tests: codes chosen so that the expected groups,
-//! neighbours and decoded vectors can be worked out by hand.
+//! neighbours and decoded vectors can be worked out by hand; and the binary run on them.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use assert_cmd::assert::Assert;
+use assert_cmd::cargo::cargo_bin_cmd;
+use predicates::prelude::*;
 
 use kdcompress::codes::Codes;
 use kdcompress::composer::{
@@ -101,6 +106,7 @@ pub fn words_kdz(dir: &Path) -> PathBuf {
 pub fn with_major(kdz: &Path, major: u16, out: &Path) {
     let mut bytes = std::fs::read(kdz).unwrap();
     bytes[8..10].copy_from_slice(&major.to_le_bytes());
+    bytes[10..12].copy_from_slice(&0u16.to_le_bytes());
     let crc = crc32fast::hash(&bytes[..60]);
     bytes[60..64].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(out, bytes).unwrap();
@@ -114,4 +120,42 @@ pub fn hidden_files(dir: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect()
+}
+
+/// The decoded vectors' cosine, worked out by hand.
+pub fn cosine(a: [f32; 2], b: [f32; 2]) -> f32 {
+    (a[0] * b[0] + a[1] * b[1]) / (a[0].hypot(a[1]) * b[0].hypot(b[1]))
+}
+
+/// Writes `text` to `dir/name`.
+pub fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The binary, run inside `dir` so that nothing can land in the working directory.
+pub fn kdc(dir: &Path) -> Command {
+    let mut cmd = cargo_bin_cmd!("kdcompress");
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// `kdcompress export KDZ -o OUT`, run inside `dir`.
+pub fn export(dir: &Path, kdz: &Path, out: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = kdc(dir);
+    cmd.arg("export").arg(kdz).arg("-o").arg(out);
+    cmd
+}
+
+/// Runs `cmd`, which must succeed, and returns what it printed.
+pub fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+}
+
+/// Runs `cmd`, which must fail saying `message` somewhere on standard error.
+pub fn fails_with(cmd: &mut Command, message: impl Into<String>) -> Assert {
+    cmd.assert()
+        .failure()
+        .stderr(predicate::str::contains(message))
 }

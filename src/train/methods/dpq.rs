@@ -297,7 +297,7 @@ pub(super) fn train(
 #[cfg(test)]
 mod tests {
     use super::super::Method;
-    use super::super::testing::glove;
+    use super::super::testing::{export_gap, glove};
     use super::*;
     use crate::progress::Silent;
 
@@ -467,22 +467,8 @@ mod tests {
     fn exported_split_matches_tch() {
         for variant in [Variant::Softmax, Variant::Vq] {
             let (net, x, _vs) = small(variant, 7, 16, 64);
-            let codes = net.codes(&x);
-            let y = Vec::<f32>::try_from(net.decode(&codes).contiguous().view(-1)).unwrap();
-            let host: Vec<u16> = Vec::<i64>::try_from(codes.view(-1))
-                .unwrap()
-                .into_iter()
-                .map(|c| c as u16)
-                .collect();
-            let composer = net.export().unwrap();
+            let (composer, worst) = export_gap(&net, &x);
             assert_eq!(composer.config().kind, ComposerKind::Split);
-            let mut out = vec![0f32; 64 * 50];
-            composer.decode_batch(&host, &mut out);
-            let worst = y
-                .iter()
-                .zip(&out)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
             assert!(worst < 1e-6, "{variant:?}: worst {worst}");
             // Values past a group's width are padding, which the format wants zero.
             let cb = &composer.tensors()[composer::CODEBOOKS].data;

@@ -16,15 +16,13 @@ use tch::{Device, Kind, Tensor};
 
 pub use crate::method::Method;
 
+use super::common::{codes_to_host, held_out, restore, snapshot, torch_err};
 use super::{TrainConfig, TrainError, TrainReport, Trained, device_name};
-use crate::codes::Codes;
 use crate::composer::Composer;
 use crate::embeddings::Embeddings;
 use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference};
 use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 
-/// At most this many held-out words: enough to compare epochs, cheap to decode.
-const MAX_VAL: usize = 10_000;
 /// Separates the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x0D1F_F5EED;
 /// Rows per chunk when encoding or decoding every word, bounding peak memory.
@@ -42,13 +40,6 @@ pub(crate) trait Learner {
     fn export(&self) -> Result<Composer, TrainError>;
 }
 
-fn torch_err(stage: &str, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Torch {
-        stage: stage.to_string(),
-        message: e.to_string(),
-    }
-}
-
 /// The word vectors as a tensor on `device`, and the seeded train/validation split.
 pub(crate) struct Split {
     pub x: Tensor,
@@ -63,14 +54,7 @@ impl Split {
         let x = Tensor::from_slice(emb.matrix())
             .view([n as i64, d as i64])
             .to_device(device);
-        let n_val = ((n as f64 * cfg.val_fraction).round() as usize)
-            .clamp(1, n.saturating_sub(1).max(1))
-            .min(MAX_VAL);
-        let val = eval::sample_rows(n, n_val, cfg.seed ^ SPLIT_SALT);
-        let mut is_val = vec![false; n];
-        for &r in &val {
-            is_val[r] = true;
-        }
+        let (val, is_val) = held_out(n, cfg.val_fraction, cfg.seed ^ SPLIT_SALT);
         let train: Vec<i64> = (0..n).filter(|&r| !is_val[r]).map(|r| r as i64).collect();
         let val: Vec<i64> = val.into_iter().map(|r| r as i64).collect();
         Split {
@@ -99,33 +83,6 @@ fn val_mse(learner: &dyn Learner, x: &Tensor, rows: &Tensor) -> f64 {
         let n = xv.size()[0].max(1) as f64;
         (y - &xv).square().sum(Kind::Double).double_value(&[]) / n
     })
-}
-
-fn snapshot(vs: &nn::VarStore) -> Vec<Tensor> {
-    tch::no_grad(|| vs.trainable_variables().iter().map(|t| t.copy()).collect())
-}
-
-fn restore(vs: &nn::VarStore, saved: &[Tensor]) {
-    tch::no_grad(|| {
-        for (v, s) in vs.trainable_variables().iter().zip(saved) {
-            v.shallow_clone().copy_(s);
-        }
-    });
-}
-
-fn codes_to_host(codes: &Tensor, k: usize, dd: usize) -> Result<Codes, TrainError> {
-    let c = codes
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Int)
-        .contiguous()
-        .view(-1);
-    let v = Vec::<i32>::try_from(&c).map_err(|e| torch_err("export", e))?;
-    // Argmaxes over K <= 65536 entries; Codes::new still checks each against K.
-    let v: Vec<u16> = v
-        .into_iter()
-        .map(|c| c.clamp(0, u16::MAX as i32) as u16)
-        .collect();
-    Ok(Codes::new(k as u32, dd, v)?)
 }
 
 /// Trains `learner` (whose variables live in `vs`) with Adam on shuffled batches, keeps the
@@ -220,7 +177,7 @@ pub(crate) fn fit(
     *stage = "export".into();
     let codes = encode_all(learner, &split.x);
     let composer = learner.export()?;
-    let codes = codes_to_host(&codes, cfg.num_codes, cfg.num_codebooks)?;
+    let codes = codes_to_host(&codes, cfg.num_codes as u32, cfg.num_codebooks)?;
     let mut decoded = vec![0f32; n * d];
     composer.decode_batch(codes.as_slice(), &mut decoded);
     let reference = NeighbourReference::new(host, d, NEIGHBOUR_SAMPLES, NEIGHBOURS, cfg.seed)?;
@@ -293,8 +250,33 @@ pub(crate) fn run(
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use tch::Tensor;
+
+    use super::Learner;
+    use crate::composer::Composer;
     use crate::embeddings::Embeddings;
     use crate::vocab::Vocab;
+
+    /// The exported composer of `learner` and the largest difference between its decode of the
+    /// codes of `x` and LibTorch's.
+    pub(crate) fn export_gap(learner: &dyn Learner, x: &Tensor) -> (Composer, f32) {
+        let codes = learner.codes(x);
+        let y = Vec::<f32>::try_from(learner.decode(&codes).contiguous().view(-1)).unwrap();
+        let host: Vec<u16> = Vec::<i64>::try_from(codes.view(-1))
+            .unwrap()
+            .into_iter()
+            .map(|c| c as u16)
+            .collect();
+        let composer = learner.export().unwrap();
+        let mut out = vec![0f32; y.len()];
+        composer.decode_batch(&host, &mut out);
+        let worst = y
+            .iter()
+            .zip(&out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        (composer, worst)
+    }
 
     /// The first `rows` rows of the real GloVe 6B 50d fixture.
     pub(crate) fn glove(rows: usize) -> Embeddings {
