@@ -78,7 +78,9 @@ impl Vocab {
     /// The row of `word`, if present.
     pub fn row(&self, word: &str) -> Option<usize> {
         self.index
-            .find(self.hasher.hash_one(word), |&r| self.words[r as usize] == word)
+            .find(self.hasher.hash_one(word), |&r| {
+                self.words[r as usize] == word
+            })
             .map(|&r| r as usize)
     }
 

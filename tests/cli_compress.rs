@@ -58,14 +58,28 @@ fn compresses_the_fixture_with_defaults_and_reports() {
     // The artifact reads back with the right shape.
     let kdz = kdcompress::format::Kdz::open(&out).unwrap();
     assert_eq!(kdz.model().n, 1500);
-    // One JSON object per round or epoch.
+    // One JSON object per round or epoch, and one per finished stage, the last with the
+    // summary's error.
     let lines = std::fs::read_to_string(&log).unwrap();
-    assert!(lines.lines().count() >= 1);
+    let mut stage_ends = Vec::new();
     for l in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        assert!(v["val_mse"].as_f64().is_some(), "{l}");
         assert!(v["stage"].as_str().is_some(), "{l}");
+        if v["record"] == "stage_end" {
+            assert!(v["neighbour_overlap"].as_f64().is_some(), "{l}");
+            stage_ends.push(v);
+        } else {
+            assert!(v["val_mse"].as_f64().is_some(), "{l}");
+        }
     }
+    assert!(lines.lines().count() > stage_ends.len(), "{lines}");
+    let names: Vec<_> = stage_ends
+        .iter()
+        .map(|v| v["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[..2], ["rq", "lsq"], "{lines}");
+    let last = stage_ends.last().unwrap()["mse"].as_f64().unwrap();
+    assert!((last - mse).abs() < 1e-3, "{last} vs {mse}");
 }
 
 #[test]

@@ -146,7 +146,8 @@ pub struct CompressArgs {
     /// Start no new round or epoch after this many seconds (results then depend on speed).
     #[arg(long, value_name = "SECONDS")]
     pub time_limit: Option<f64>,
-    /// Per-epoch JSON lines to this file.
+    /// JSON lines to this file: one per epoch or round, and one per finished stage (marked
+    /// `"record": "stage_end"`, with its error, cosine, neighbour overlap and seconds).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
     /// Print nothing but errors.
@@ -395,6 +396,18 @@ struct CliProgress {
 }
 
 impl CliProgress {
+    /// Appends one JSON line to the log file, if any; the first failure is kept for `finish`.
+    fn log_line(&mut self, value: serde_json::Result<serde_json::Value>) {
+        if let Some(log) = &mut self.log
+            && self.log_error.is_none()
+        {
+            let line = value.map_err(std::io::Error::other);
+            if let Err(e) = line.and_then(|l| writeln!(log, "{l}")) {
+                self.log_error = Some(e);
+            }
+        }
+    }
+
     fn new(quiet: bool, log: Option<BufWriter<File>>) -> Self {
         CliProgress {
             quiet,
@@ -482,14 +495,7 @@ impl Progress for CliProgress {
     }
 
     fn epoch(&mut self, r: &EpochRecord) {
-        if let Some(log) = &mut self.log
-            && self.log_error.is_none()
-        {
-            let line = serde_json::to_string(r).map_err(std::io::Error::other);
-            if let Err(e) = line.and_then(|l| writeln!(log, "{l}")) {
-                self.log_error = Some(e);
-            }
-        }
+        self.log_line(serde_json::to_value(r));
         let loss = r
             .train_loss
             .map(|l| format!("loss {l:.4}  "))
@@ -502,6 +508,11 @@ impl Progress for CliProgress {
     }
 
     fn stage_end(&mut self, s: &StageReport) {
+        // Marked apart from the epoch records, which have no "record" field.
+        self.log_line(serde_json::to_value(s).map(|mut v| {
+            v["record"] = "stage_end".into();
+            v
+        }));
         self.note(&format!(
             "after {:<10} mse {:.4}  mean cosine {:.4}  nn@10 {:.4}  ({:.1} s)",
             s.stage, s.mse, s.mean_cosine, s.neighbour_overlap, s.seconds
