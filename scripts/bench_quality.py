@@ -199,11 +199,12 @@ def markdown(results):
         out.append(f"\n**GloVe 6B 50d, first {res['n']:,} words, {res['bits']} bits per word** "
                    f"(original ws353 {res['original']['ws353']:.4f}, "
                    f"sl999 {res['original']['sl999']:.4f})\n")
-        out.append("| method | MSE | mean cos | nn@10 | ws353 | sl999 | seconds |")
+        out.append("| method | MSE | mean cos | nn@10 | ws353 (Δ) | sl999 (Δ) | seconds |")
         out.append("|---|---|---|---|---|---|---|")
         for r in res["rows"]:
             out.append(f"| {r['method']} | {r['mse']:.4f} | {r['cosine']:.4f} | {r['nn10']:.4f} "
-                       f"| {r['ws353']:.4f} | {r['sl999']:.4f} | {r['seconds']:.1f} |")
+                       f"| {r['ws353']:.4f} ({r['ws353_delta']:+.4f}) "
+                       f"| {r['sl999']:.4f} ({r['sl999_delta']:+.4f}) | {r['seconds']:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -226,7 +227,12 @@ def main():
                     help="extra arguments for dccl and dpq")
     ap.add_argument("--time-limit", type=float, default=150,
                     help="--time-limit of each dccl/dpq run in seconds (they stop early)")
+    ap.add_argument("--markdown", type=Path, metavar="JSON",
+                    help="only print the tables of an earlier run's quality.json as markdown")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]
     faiss_kinds = [f for f in args.faiss.split(",") if f]
