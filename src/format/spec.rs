@@ -33,8 +33,9 @@ pub const MAX_NDIM: u8 = 8;
 /// Tensor dtype code for little-endian f32, the only one in 1.x.
 pub const DTYPE_F32: u8 = 1;
 
-/// zstd level for the vocabulary: files are written once and read many times.
-pub const ZSTD_LEVEL: i32 = 19;
+/// zstd level for the vocabulary. On the 400k GloVe words (3.4 MB) level 9 writes 1.68 MB in
+/// 0.75 s and level 19 1.62 MB in 11.5 s: 0.7% of the file for seconds of every compression.
+pub const ZSTD_LEVEL: i32 = 9;
 
 /// `x` rounded up to the next multiple of [`ALIGN`], or `None` on overflow.
 pub fn align(x: u64) -> Option<u64> {

@@ -285,6 +285,7 @@ impl Out<'_> {
         codes: &Tensor,
         decoder: &Decoder,
     ) -> Result<(), TrainError> {
+        super::release_free_memory();
         let scores = data.score(codes, decoder, &self.reference)?;
         let report = StageReport {
             stage: name.to_string(),
