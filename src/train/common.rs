@@ -5,7 +5,8 @@ use tch::{Device, Kind, Tensor, nn};
 
 use super::TrainError;
 use crate::codes::Codes;
-use crate::eval;
+use crate::composer::Composer;
+use crate::eval::{self, ChunkScorer, NeighbourReference, Scores};
 
 /// At most this many held-out words: enough to compare epochs, cheap to decode.
 const MAX_VAL: usize = 10_000;
@@ -62,4 +63,54 @@ pub(super) fn codes_to_host(codes: &Tensor, k: u32, dd: usize) -> Result<Codes, 
         .map(|c| c.clamp(0, u16::MAX as i32) as u16)
         .collect();
     Ok(Codes::new(k, dd, v)?)
+}
+
+/// Scores what users will decode: the pure-Rust composer on the discrete codes, chunk by chunk
+/// on `workers` threads, never holding a decoded matrix.
+pub(super) fn final_scores(
+    host: &[f32],
+    reference: &NeighbourReference,
+    composer: &Composer,
+    codes: &Codes,
+    workers: usize,
+) -> Result<Scores, TrainError> {
+    const ROWS: usize = 4096;
+    let (d, dd) = (composer.config().out_dim, codes.d());
+    let all = codes.as_slice();
+    let mut queries = vec![0f32; reference.rows().len() * d];
+    for (&r, out) in reference.rows().iter().zip(queries.chunks_exact_mut(d)) {
+        composer.decode_batch(&all[r * dd..(r + 1) * dd], out);
+    }
+    let first = reference.scorer(host, &queries)?;
+    let n = all.len() / dd.max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let scorers: Vec<Result<ChunkScorer, TrainError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                let (mut scorer, next) = (first.fork(), &next);
+                scope.spawn(move || {
+                    let mut buf = vec![0f32; ROWS * d];
+                    loop {
+                        let start = next.fetch_add(ROWS, std::sync::atomic::Ordering::Relaxed);
+                        if start >= n {
+                            return Ok(scorer);
+                        }
+                        let len = ROWS.min(n - start);
+                        let out = &mut buf[..len * d];
+                        composer.decode_batch(&all[start * dd..(start + len) * dd], out);
+                        scorer.add(start, out)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut total = first;
+    for scorer in scorers {
+        total.merge(scorer?);
+    }
+    Ok(total.finish())
 }

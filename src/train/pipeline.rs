@@ -5,17 +5,15 @@ use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::common::{codes_to_host, held_out, restore, snapshot, torch_err};
+use super::common::{codes_to_host, final_scores, held_out, restore, snapshot, torch_err};
 use super::model::{ComposerNet, Encoder, mean_entropy, reconstruction_loss, straight_through};
 use super::parallel::{chunks, par_chunks};
 use super::rng::Rng;
 use super::search::{self, Normal};
 use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
-use crate::codes::Codes;
-use crate::composer::Composer;
 use crate::composer::{ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
-use crate::eval::{self, ChunkScorer, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
+use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
 use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 
 /// Distinguishes the validation split's random stream from the neighbour sample's.
@@ -489,56 +487,6 @@ pub(super) fn run(
         composer,
         report,
     })
-}
-
-/// Scores what users will decode: the pure-Rust composer on the discrete codes, chunk by chunk
-/// on `workers` threads, never holding a decoded matrix.
-fn final_scores(
-    host: &[f32],
-    reference: &NeighbourReference,
-    composer: &Composer,
-    codes: &Codes,
-    workers: usize,
-) -> Result<Scores, TrainError> {
-    const ROWS: usize = 4096;
-    let (d, dd) = (composer.config().out_dim, codes.d());
-    let all = codes.as_slice();
-    let mut queries = vec![0f32; reference.rows().len() * d];
-    for (&r, out) in reference.rows().iter().zip(queries.chunks_exact_mut(d)) {
-        composer.decode_batch(&all[r * dd..(r + 1) * dd], out);
-    }
-    let first = reference.scorer(host, &queries)?;
-    let n = all.len() / dd.max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let scorers: Vec<Result<ChunkScorer, TrainError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|_| {
-                let (mut scorer, next) = (first.fork(), &next);
-                scope.spawn(move || {
-                    let mut buf = vec![0f32; ROWS * d];
-                    loop {
-                        let start = next.fetch_add(ROWS, std::sync::atomic::Ordering::Relaxed);
-                        if start >= n {
-                            return Ok(scorer);
-                        }
-                        let len = ROWS.min(n - start);
-                        let out = &mut buf[..len * d];
-                        composer.decode_batch(&all[start * dd..(start + len) * dd], out);
-                        scorer.add(start, out)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    let mut total = first;
-    for scorer in scorers {
-        total.merge(scorer?);
-    }
-    Ok(total.finish())
 }
 
 fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> {

@@ -16,11 +16,11 @@ use tch::{Device, Kind, Tensor};
 
 pub use crate::method::Method;
 
-use super::common::{codes_to_host, held_out, restore, snapshot, torch_err};
+use super::common::{codes_to_host, final_scores, held_out, restore, snapshot, torch_err};
 use super::{TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::composer::Composer;
 use crate::embeddings::Embeddings;
-use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference};
+use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
 use crate::progress::{EpochRecord, Progress, StageReport, Tick};
 
 /// Separates the validation split's random stream from the neighbour sample's.
@@ -101,7 +101,6 @@ pub(crate) fn fit(
     stage: &mut String,
 ) -> Result<Trained, TrainError> {
     let start = Instant::now();
-    let n = emb.len();
     let d = emb.dim();
     let host = emb.matrix();
     *stage = name.to_string();
@@ -178,12 +177,13 @@ pub(crate) fn fit(
     let codes = encode_all(learner, &split.x);
     let composer = learner.export()?;
     let codes = codes_to_host(&codes, cfg.num_codes as u32, cfg.num_codebooks)?;
-    let mut decoded = vec![0f32; n * d];
-    composer.decode_batch(codes.as_slice(), &mut decoded);
     let reference = NeighbourReference::new(host, d, NEIGHBOUR_SAMPLES, NEIGHBOURS, cfg.seed)?;
-    let mse = eval::mse(host, &decoded, d)?;
-    let mean_cosine = eval::mean_cosine(host, &decoded, d)?;
-    let neighbour_overlap = reference.overlap(&decoded)?;
+    let workers = tch::get_num_threads().max(1) as usize;
+    let Scores {
+        mse,
+        mean_cosine,
+        neighbour_overlap,
+    } = final_scores(host, &reference, &composer, &codes, workers)?;
     let stage_report = StageReport {
         stage: name.to_string(),
         mse,
