@@ -41,7 +41,7 @@ fn main() {
     // The vocabulary's own payload: each word twice (row list and index key), a `String` header
     // for each copy and a `u32` row with padding per index entry. Allocator and hash-table slack
     // are left out, which makes the ratio below a little pessimistic.
-    let word_bytes: usize = e.vocab().words().iter().map(String::len).sum();
+    let word_bytes: usize = e.vocab().text().len();
     let vocab_bytes = 2 * word_bytes + e.len() * (2 * size_of::<String>() + 8);
     let payload = (matrix_bytes + vocab_bytes) as f64;
 

@@ -178,7 +178,7 @@ fn random(config: ComposerConfig, n: usize, seed: u64) -> anyhow::Result<Compres
         .map(|_| rng.below(config.num_codes) as u16)
         .collect();
     Ok(Compressed {
-        vocab: Vocab::new((0..n).map(|i| format!("w{i}")).collect())
+        vocab: Vocab::new((0..n).map(|i| format!("w{i}")))
             .map_err(|e| anyhow::anyhow!("duplicate word at row {}", e.second))?,
         codes: Codes::new(config.num_codes as u32, config.num_codebooks, codes)?,
         composer: Composer::new(config, tensors)?,

@@ -270,7 +270,7 @@ mod tests {
     use super::*;
 
     fn vocab(words: &[&str]) -> Vocab {
-        Vocab::new(words.iter().map(|w| w.to_string()).collect()).unwrap()
+        Vocab::new(words).unwrap()
     }
 
     #[test]

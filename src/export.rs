@@ -174,7 +174,6 @@ pub fn write_words(kdz: &Kdz, path: &Path, overwrite: bool) -> Result<(), Export
     if let Some((row, word)) = kdz
         .vocab()
         .words()
-        .iter()
         .enumerate()
         .find(|(_, w)| w.contains(['\n', '\r']))
     {
@@ -182,7 +181,7 @@ pub fn write_words(kdz: &Kdz, path: &Path, overwrite: bool) -> Result<(), Export
             path: path.to_owned(),
             format: ExportFormat::Npy,
             row,
-            word: word.clone(),
+            word: word.to_string(),
             reason: "a word list has one word per line and this word contains a line break",
         });
     }
@@ -204,7 +203,7 @@ fn check_words(kdz: &Kdz, path: &Path, format: ExportFormat) -> Result<(), Expor
         word: word.to_string(),
         reason,
     };
-    for (row, word) in kdz.vocab().words().iter().enumerate() {
+    for (row, word) in kdz.vocab().words().enumerate() {
         if word.is_empty() {
             return Err(bad(row, word, "the word is empty"));
         }
@@ -294,20 +293,21 @@ const ROWS_PER_BLOCK: usize = 64 * ROWS_PER_TASK;
 fn write_vectors(
     kdz: &Kdz,
     w: &mut impl Write,
-    format: fn(&[String], &[f32], usize, &mut Vec<u8>),
+    format: fn(&[&str], &[f32], usize, &mut Vec<u8>),
 ) -> io::Result<()> {
     let codes = kdz.codes();
     let (dd, d) = (codes.d(), kdz.dim());
-    let words = kdz.vocab().words();
+    let vocab = kdz.vocab();
     let composer = kdz.composer();
     let mut vectors = vec![0f32; ROWS_PER_BLOCK.min(kdz.len()) * d];
     for start in (0..kdz.len()).step_by(ROWS_PER_BLOCK) {
         let end = (start + ROWS_PER_BLOCK).min(kdz.len());
         let out = &mut vectors[..(end - start) * d];
         composer.decode_batch(&codes.as_slice()[start * dd..end * dd], out);
+        let words: Vec<&str> = vocab.words_in(start..end).collect();
         let chunks: Vec<Vec<u8>> = out
             .par_chunks(ROWS_PER_TASK * d)
-            .zip(words[start..end].par_chunks(ROWS_PER_TASK))
+            .zip(words.par_chunks(ROWS_PER_TASK))
             .map(|(v, words)| {
                 let mut buf = Vec::with_capacity(v.len() * 10);
                 format(words, v, d, &mut buf);
@@ -321,7 +321,7 @@ fn write_vectors(
     Ok(())
 }
 
-fn glove_rows(words: &[String], vectors: &[f32], d: usize, out: &mut Vec<u8>) {
+fn glove_rows(words: &[&str], vectors: &[f32], d: usize, out: &mut Vec<u8>) {
     for (word, v) in words.iter().zip(vectors.chunks_exact(d)) {
         out.extend_from_slice(word.as_bytes());
         for x in v {
@@ -333,7 +333,7 @@ fn glove_rows(words: &[String], vectors: &[f32], d: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn word2vec_rows(words: &[String], vectors: &[f32], d: usize, out: &mut Vec<u8>) {
+fn word2vec_rows(words: &[&str], vectors: &[f32], d: usize, out: &mut Vec<u8>) {
     for (word, v) in words.iter().zip(vectors.chunks_exact(d)) {
         out.extend_from_slice(word.as_bytes());
         out.push(b' ');
@@ -344,7 +344,7 @@ fn word2vec_rows(words: &[String], vectors: &[f32], d: usize, out: &mut Vec<u8>)
     }
 }
 
-fn npy_rows(_: &[String], vectors: &[f32], _: usize, out: &mut Vec<u8>) {
+fn npy_rows(_: &[&str], vectors: &[f32], _: usize, out: &mut Vec<u8>) {
     for x in vectors {
         out.extend_from_slice(&x.to_le_bytes());
     }
@@ -460,7 +460,9 @@ fn safetensors_bytes(kdz: &Kdz, path: &Path) -> Result<Vec<u8>, ExportError> {
         ),
         (
             "vocab".to_string(),
-            json(serde_json::to_string(kdz.vocab().words()))?,
+            json(serde_json::to_string(
+                &kdz.vocab().words().collect::<Vec<_>>(),
+            ))?,
         ),
         (
             "kdz_metadata".to_string(),
@@ -523,7 +525,7 @@ mod tests {
 
     #[test]
     fn text_rows_by_hand() {
-        let words = vec!["a".to_string(), "bc".to_string()];
+        let words = ["a", "bc"];
         let v = [0.5f32, -1.0, 0.1, 3.0];
         let mut out = Vec::new();
         glove_rows(&words, &v, 2, &mut out);

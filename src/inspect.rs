@@ -293,11 +293,10 @@ pub fn suggest(vocab: &Vocab, word: &str, max: usize) -> Vec<String> {
     let query: Vec<char> = folded.chars().collect();
     // One typo per three characters, at least one: "teh" finds "the", but "cat" does not find "dog".
     let bound = (query.len() / 3).max(1);
-    let mut scored: Vec<(usize, usize, usize)> = vocab
-        .words()
-        .par_iter()
-        .enumerate()
-        .filter_map(|(row, w)| {
+    let mut scored: Vec<(usize, usize, usize)> = (0..vocab.len())
+        .into_par_iter()
+        .filter_map(|row: usize| {
+            let w = vocab.word(row)?;
             if w == word {
                 return None;
             }
@@ -454,7 +453,7 @@ impl Aligned {
         let mut matrix = vec![0f32; vocab.len() * dim];
         let mut present = vec![false; vocab.len()];
         let mut found = 0;
-        for (row, word) in vocab.words().iter().enumerate() {
+        for (row, word) in vocab.words().enumerate() {
             if let Some(v) = original.get(word) {
                 matrix[row * dim..(row + 1) * dim].copy_from_slice(v);
                 present[row] = true;
@@ -536,7 +535,7 @@ mod tests {
     }
 
     fn vocab(words: &[&str]) -> Vocab {
-        Vocab::new(words.iter().map(|w| w.to_string()).collect()).unwrap()
+        Vocab::new(words).unwrap()
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn assert_round_trip(c: &Compressed, kdz: &Kdz) {
     let expected = c.decode_all();
     assert_eq!(kdz.decode_all(), expected);
     let d = c.composer.config().out_dim;
-    for (row, word) in c.vocab.words().iter().enumerate() {
+    for (row, word) in c.vocab.words().enumerate() {
         assert_eq!(kdz.code(word).as_deref(), Some(c.codes.row(row)));
         assert_eq!(kdz.code_of(row).as_deref(), Some(c.codes.row(row)));
         assert_eq!(
@@ -227,7 +227,7 @@ fn small_file_has_the_documented_layout() {
 #[test]
 fn spec_example_rows_are_packed_as_documented() {
     let mut c = small();
-    c.vocab = kdcompress::vocab::Vocab::new(vec!["a".into(), "b".into()]).unwrap();
+    c.vocab = kdcompress::vocab::Vocab::new(["a", "b"]).unwrap();
     c.codes = kdcompress::codes::Codes::new(5, 3, vec![1, 4, 2, 3, 0, 4]).unwrap();
     c.norms = None;
     let kdz = open(format::to_bytes(&c).unwrap()).unwrap();

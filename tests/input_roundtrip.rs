@@ -68,7 +68,11 @@ fn read_back(bytes: &[u8], format: Option<Format>) -> (Vec<String>, usize, Vec<u
     let l = read(file.path(), &opts).unwrap();
     let bits = l.embeddings.matrix().iter().map(|v| v.to_bits()).collect();
     (
-        l.embeddings.vocab().words().to_vec(),
+        l.embeddings
+            .vocab()
+            .words()
+            .map(String::from)
+            .collect::<Vec<_>>(),
         l.embeddings.dim(),
         bits,
     )

@@ -300,7 +300,7 @@ fn byte_position(b: &[u8], line: usize, column: usize) -> u64 {
 
 /// Length of the vocabulary content before compression.
 pub(crate) fn vocab_raw_len(v: &Vocab) -> u64 {
-    8 + 4 * v.len() as u64 + v.words().iter().map(|w| w.len() as u64).sum::<u64>()
+    8 + 4 * v.len() as u64 + v.text().len() as u64
 }
 
 /// Writes the vocabulary content (uncompressed): count, byte lengths, concatenated UTF-8.
@@ -314,10 +314,8 @@ pub(crate) fn write_vocab_raw<W: Write>(w: &mut W, v: &Vocab) -> io::Result<u64>
         w.write_u32::<LE>(len)?;
         n += 4;
     }
-    for word in v.words() {
-        w.write_all(word.as_bytes())?;
-        n += word.len() as u64;
-    }
+    w.write_all(v.text().as_bytes())?;
+    n += v.text().len() as u64;
     Ok(n)
 }
 
@@ -788,7 +786,7 @@ mod tests {
     }
 
     fn vocab() -> Vocab {
-        Vocab::new(vec!["the".into(), "ñandú".into(), "a\nb\0".into()]).unwrap()
+        Vocab::new(["the", "ñandú", "a\nb\0"]).unwrap()
     }
 
     // Habit 1: the declared length of every section equals the bytes its writer emits, and the

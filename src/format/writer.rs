@@ -109,7 +109,6 @@ fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatEr
     if let Some(row) = c
         .vocab
         .words()
-        .iter()
         .position(|w| u32::try_from(w.len()).is_err())
     {
         return Err(unwritable(format!("word {row} is longer than 4 GiB")));

@@ -396,7 +396,10 @@ mod tests {
         };
         for window in 1..=text.len() as u64 {
             let got = read_with_window(f.path(), &opts, window).unwrap();
-            assert_eq!(got.embeddings.vocab().words(), ["a", "b", "c"]);
+            assert_eq!(
+                got.embeddings.vocab().words().collect::<Vec<_>>(),
+                ["a", "b", "c"]
+            );
         }
     }
 

@@ -389,7 +389,7 @@ mod tests {
         use crate::vocab::Vocab;
         let kdz = super::super::tests::small_kdz();
         let decoded = kdz.decode_all();
-        let mut words: Vec<String> = kdz.vocab().words().to_vec();
+        let mut words: Vec<String> = kdz.vocab().words().map(String::from).collect();
         let mut matrix = decoded.clone();
         // Drop "b" (row 1), add "zzz".
         words.remove(1);
@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(a.accuracy.decoded, a.accuracy.original);
         let err = Evaluation::compute(
             &kdz,
-            &Embeddings::new(Vocab::new(vec!["q".into()]).unwrap(), 2, vec![1.0, 0.0]),
+            &Embeddings::new(Vocab::new(["q"]).unwrap(), 2, vec![1.0, 0.0]),
             Path::new("o.txt"),
             &EvalOptions::default(),
             &mut rec,

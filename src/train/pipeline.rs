@@ -465,7 +465,7 @@ pub(super) fn run(
 
     *out.stage = "export".into();
     let composer = net.export()?;
-    let codes = codes_to_host(&codes, cfg.num_codes as u32, cfg.num_codebooks)?;
+    let codes = codes_to_host(codes, cfg.num_codes as u32, cfg.num_codebooks)?;
     let scores = final_scores(host, &out.reference, &composer, &codes, workers)?;
     let report = TrainReport {
         device: device_name(device),

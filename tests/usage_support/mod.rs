@@ -51,7 +51,7 @@ pub fn table(words: &[(&str, [u16; 3])]) -> Compressed {
         out_dim: dim,
     };
     Compressed {
-        vocab: Vocab::new(words.iter().map(|(w, _)| w.to_string()).collect()).unwrap(),
+        vocab: Vocab::new(words.iter().map(|(w, _)| *w)).unwrap(),
         codes: Codes::new(
             k as u32,
             d,

@@ -176,7 +176,7 @@ pub(crate) fn fit(
     *stage = "export".into();
     let codes = encode_all(learner, &split.x);
     let composer = learner.export()?;
-    let codes = codes_to_host(&codes, cfg.num_codes as u32, cfg.num_codebooks)?;
+    let codes = codes_to_host(codes, cfg.num_codes as u32, cfg.num_codebooks)?;
     let reference = NeighbourReference::new(host, d, NEIGHBOUR_SAMPLES, NEIGHBOURS, cfg.seed)?;
     let workers = tch::get_num_threads().max(1) as usize;
     let Scores {
