@@ -181,7 +181,7 @@ mod tests {
         }
         assert_eq!(v.word(words.len()), None);
         assert_eq!(v.row("abñx"), None);
-        assert_eq!(v.words().rev().next(), Some("abñ"));
+        assert_eq!(v.words().next_back(), Some("abñ"));
         assert_eq!(v.text(), words.concat());
         assert_eq!(v.words_in(1..3).collect::<Vec<_>>(), ["a", ""]);
         assert_eq!(v.words_in(4..99).collect::<Vec<_>>(), ["abñ"]);
