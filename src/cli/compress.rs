@@ -252,6 +252,8 @@ pub fn run(args: CompressArgs) -> anyhow::Result<()> {
 #[cfg(feature = "train")]
 fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let wall = Instant::now();
+    // Before reading a byte: what the process holds with LibTorch loaded.
+    let at_start = memory_status("VmRSS:");
     let config = config(&args)?;
     let input = args.input.clone().context("an INPUT file is required")?;
     let output = args.output.clone().context("-o FILE is required")?;
@@ -343,6 +345,17 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         wall.elapsed().as_secs_f64(),
         report.seconds,
     )?;
+    if let (Some(peak), Some(start)) = (memory_status("VmHWM:"), at_start) {
+        writeln!(
+            out,
+            "peak memory   {} resident, {} of it before reading the input (LibTorch loaded); \
+             {} for the work, {:.1}× the f32 matrix",
+            bytes(peak),
+            bytes(start),
+            bytes(peak.saturating_sub(start)),
+            peak.saturating_sub(start) as f64 / matrix as f64
+        )?;
+    }
     writeln!(
         out,
         "quality       mse {:.4}  mean cosine {:.4}  top-10 neighbour overlap {:.4} (all {n} words, discrete codes)",
@@ -366,6 +379,15 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A memory figure of this process in bytes (`VmRSS:` resident now, `VmHWM:` peak resident),
+/// where the system reports it.
+fn memory_status(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn bytes(b: u64) -> String {

@@ -278,6 +278,9 @@ pub fn train(
     }
     let device = resolve_device(config.device)?;
     limit_heap_growth();
+    // Whatever reading the input freed (its per-word strings, its buffers) goes back now rather
+    // than sitting under the whole run.
+    release_free_memory();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.unwrap_or(0))
         .build()

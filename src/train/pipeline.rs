@@ -259,10 +259,8 @@ impl Decoder {
     /// Floats of scratch per decoded row, to size chunks.
     fn per_row(&self) -> i64 {
         let c = match self {
-            Decoder::Additive(t) => {
-                let s = t.size();
-                return s[0] * s[2] * 2;
-            }
+            // The running sum, one gathered entry and the difference to the original.
+            Decoder::Additive(t) => return t.size()[2] * 4,
             Decoder::Net(n) => *n.config(),
         };
         (c.num_codebooks * c.code_dim * 2 + c.hidden * 6 + c.out_dim * 2) as i64
@@ -341,7 +339,15 @@ pub(super) fn run(
         dd,
         k,
         device,
-        code_kind: if k <= 1 << 15 { Kind::Int16 } else { Kind::Int },
+        // The narrowest kind that holds every code: the full GloVe set's codes at K <= 256 take
+        // 13 MB instead of 26 MB (as Int16), and the least-squares rounds hold two sets.
+        code_kind: if k <= 1 << 8 {
+            Kind::Uint8
+        } else if k <= 1 << 15 {
+            Kind::Int16
+        } else {
+            Kind::Int
+        },
         workers,
         train_rows: Tensor::new(),
         val_rows: Tensor::new(),
@@ -510,6 +516,8 @@ fn stage_rq(data: &Data, out: &mut Out) -> Result<(Tensor, Tensor), TrainError> 
         // residuals on the 20k head, at several times the cost.
         search::residual_kmeans(&sample, data.dd, data.k, KMEANS_ITERATIONS, 1, &mut out.rng)
     });
+    // k-means' temporaries are freed, but the allocator keeps their pages for itself.
+    super::release_free_memory();
     out.progress.message(&format!(
         "rq: tables by residual k-means on {m} words, every word encoded by beam search (width {beam})"
     ));
@@ -584,6 +592,7 @@ fn stage_lsq(
         }
         let r0 = Instant::now();
         let new_tables = fit_tables(data, &codes, &tables);
+        super::release_free_memory();
         out.begin("lsq", data.n as u64);
         let new_codes = data.encode_all(
             out,
@@ -592,6 +601,7 @@ fn stage_lsq(
             || new_tables.shallow_clone(),
             |t, xc, cc| search::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
         );
+        super::release_free_memory();
         let decoder = Decoder::Additive(new_tables.shallow_clone());
         let all = data.mse_of(&new_codes, None, &decoder);
         let improved = all < best;
