@@ -357,6 +357,7 @@ pub(super) fn run(
     data.train_rows = data.rows_tensor(&train);
     data.val_rows = data.rows_tensor(&val);
     drop((train, val, is_val, mask));
+    super::release_free_memory();
 
     *stage = "reference neighbours".into();
     progress.message(&format!(
@@ -541,7 +542,7 @@ fn fit_tables(data: &Data, codes: &Tensor, old: &Tensor) -> Tensor {
     if dd * k > search::JOINT_LIMIT {
         return tch::no_grad(|| search::fit_blockwise(&data.x, codes, Some(&data.train_mask), old));
     }
-    let parts = chunks(data.n, search::chunk_rows(dd * dd * 2));
+    let parts = chunks(data.n, Normal::chunk_rows(dd));
     let states: Vec<_> = (0..data.workers.min(parts.len()))
         .map(|_| {
             (

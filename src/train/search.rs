@@ -237,8 +237,9 @@ pub fn fit_tables(
     if dd * k <= JOINT_LIMIT {
         let mut normal = Normal::new(dd, k, d, x.device());
         let n = x.size()[0];
-        for st in (0..n).step_by(chunk_rows(dd * dd * 2) as usize) {
-            let len = chunk_rows(dd * dd * 2).min(n - st);
+        let step = Normal::chunk_rows(dd);
+        for st in (0..n).step_by(step as usize) {
+            let len = step.min(n - st);
             let (xc, cc) = chunk(x, codes, rows, st, len);
             normal.add(&xc, &cc);
         }
@@ -289,11 +290,18 @@ impl Normal {
     pub fn new(dd: i64, k: i64, d: i64, device: Device) -> Self {
         let dk = dd * k;
         Normal {
-            gram: Tensor::zeros([dk * dk], (Kind::Int64, device)),
+            // Counts of at most one per row: Int32 holds any vocabulary (rows are u32).
+            gram: Tensor::zeros([dk * dk], (Kind::Int, device)),
             xt: Tensor::zeros([dk, d], (Kind::Float, device)),
             rows: 0,
             shape: (dd, k, d),
         }
+    }
+
+    /// Rows to add at a time for `dd` tables: each row makes `dd²` Int64 code pairs, kept to
+    /// 2 MB a chunk.
+    pub fn chunk_rows(dd: i64) -> i64 {
+        chunk_rows(dd * dd * 8)
     }
 
     /// Adds rows `x` `[B, d]` with codes `[B, D]` (Int64).
@@ -306,7 +314,7 @@ impl Normal {
         let pairs = (idx.unsqueeze(2) * dk + idx.unsqueeze(1)).view(-1);
         // Counted in place: `bincount` would make a fresh D²K² table per chunk (8 MB at D=32 K=32)
         // only to add it here. The ones are one value seen through a zero stride.
-        let ones = Tensor::ones([1], (Kind::Int64, x.device())).expand([pairs.size()[0]], false);
+        let ones = Tensor::ones([1], (Kind::Int, x.device())).expand([pairs.size()[0]], false);
         let _ = self.gram.index_add_(0, &pairs, &ones);
         drop(pairs);
         let xs = x.unsqueeze(1).expand([len, dd, d], false).reshape([-1, d]);
