@@ -38,11 +38,11 @@ fn main() {
 
     let e = &loaded.embeddings;
     let matrix_bytes = size_of_val(e.matrix());
-    // The vocabulary's own payload: each word twice (row list and index key), a `String` header
-    // for each copy and a `u32` row with padding per index entry. Allocator and hash-table slack
-    // are left out, which makes the ratio below a little pessimistic.
+    // The vocabulary's own payload: the words end to end, one end offset per word, and one `u32`
+    // row per index entry. Allocator and hash-table slack are left out, which makes the ratio
+    // below a little pessimistic.
     let word_bytes: usize = e.vocab().text().len();
-    let vocab_bytes = 2 * word_bytes + e.len() * (2 * size_of::<String>() + 8);
+    let vocab_bytes = word_bytes + e.len() * (size_of::<usize>() + size_of::<u32>());
     let payload = (matrix_bytes + vocab_bytes) as f64;
 
     let mut ours = vec![first];

@@ -241,7 +241,8 @@ fn limit_heap_growth() {}
 ///
 /// Each worker thread's arena keeps the chunk temporaries of the last stage; the next stage
 /// allocates different sizes, so without this its working memory comes on top (the full GloVe
-/// run's least-squares stage started ~100 MB above what it uses). Called between stages.
+/// run's least-squares stage started ~100 MB above what it uses). Called after every parallel pass
+/// (see `parallel::par_chunks`), between stages, and after reading the input.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) fn release_free_memory() {
     unsafe extern "C" {

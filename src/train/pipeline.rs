@@ -593,7 +593,6 @@ fn stage_lsq(
         }
         let r0 = Instant::now();
         let new_tables = fit_tables(data, &codes, &tables);
-        super::release_free_memory();
         out.begin("lsq", data.n as u64);
         let new_codes = data.encode_all(
             out,
@@ -602,7 +601,6 @@ fn stage_lsq(
             || new_tables.shallow_clone(),
             |t, xc, cc| search::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
         );
-        super::release_free_memory();
         let decoder = Decoder::Additive(new_tables.shallow_clone());
         let all = data.mse_of(&new_codes, None, &decoder);
         let improved = all < best;
