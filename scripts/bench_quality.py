@@ -174,7 +174,7 @@ def run_kdcompress(binary, data_dir, out_dir, n, method, k, d, extra):
     kdz, npy, log = (out_dir / f"{tag}.{ext}" for ext in ("kdz", "npy", "log"))
     cmd = [str(binary), str(data_dir / GLOVE_TXT), "--max-words", str(n), "-K", str(k),
            "-D", str(d), "-o", str(kdz), "--method", "kd" if method == "kd-wide" else method,
-           "--log-file", str(log), "-q"] + extra
+           "--log-file", str(log), "-q", "--force"] + extra
     t0 = time.time()
     subprocess.run(cmd, check=True)
     secs = time.time() - t0
