@@ -22,7 +22,7 @@ FIXTURE := fixtures/glove.6B.50d.head5k.txt
 
 run: build
 	@echo "== compressing $(FIXTURE) (real GloVe 6B 50d, first 5,000 words) =="
-	$(BIN) $(FIXTURE) -K 32 -D 32 -o target/demo.kdz
+	$(BIN) $(FIXTURE) -K 32 -D 32 -o target/demo.kdz --force
 	@echo "== what the artifact holds =="
 	$(BIN) info target/demo.kdz
 

@@ -233,7 +233,7 @@ def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
     kdz, npy, log = (out_dir / f"{tag}.{ext}" for ext in ("kdz", "npy", "log"))
     cmd = [str(binary), str(data.path), "-K", str(k), "-D", str(d), "-o", str(kdz),
            "--method", "kd" if method.startswith("kd") else method,
-           "--threads", str(threads), "--log-file", str(log), "-q"] + extra
+           "--threads", str(threads), "--log-file", str(log), "-q", "--force"] + extra
     if data.max_words:
         cmd += ["--max-words", str(data.max_words)]
     t0 = time.time()

@@ -28,8 +28,10 @@ pub struct EpochRecord {
     pub train_loss: Option<f64>,
     /// Mean squared error per word on the held-out words.
     pub val_mse: f64,
-    /// Whether this is the best validation error so far (its weights are kept).
+    /// Whether this round is the best so far by [`EpochRecord::judged_by`] (its result is kept).
     pub best: bool,
+    /// Which error picks the best round.
+    pub judged_by: Criterion,
     /// Temperature in use, for stages that relax codes.
     pub tau: Option<f64>,
     /// Learning rate in use.
@@ -38,6 +40,17 @@ pub struct EpochRecord {
     pub samples_per_sec: f64,
     /// Seconds since training started.
     pub elapsed_secs: f64,
+}
+
+/// The error by which a stage keeps its best round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// The held-out words' error ([`EpochRecord::val_mse`]): gradient training.
+    HeldOut,
+    /// The error over all words ([`EpochRecord::train_loss`]): search rounds, which re-encode
+    /// every word, so that the words being compressed are what counts.
+    AllWords,
 }
 
 /// Quality after a stage, measured on every word with that stage's codes.

@@ -228,3 +228,131 @@ fn unwritable_output_directory_is_refused_up_front() {
         .failure()
         .stderr(predicate::str::contains("directory /proc is not writable"));
 }
+
+/// A small copy of the fixture in `dir`, the file a user would not want to lose.
+fn user_vectors(dir: &TempDir) -> (PathBuf, String) {
+    let text: String = std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .take(200)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.path().join("vectors.txt");
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
+#[test]
+fn compressing_a_file_onto_itself_is_refused_before_reading() {
+    let dir = TempDir::new().unwrap();
+    let (input, text) = user_vectors(&dir);
+    let link = dir.path().join("link.txt");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    // Output = input; input through a link and output the file; output a link to the input.
+    for (inp, out) in [(&input, &input), (&link, &input), (&input, &link)] {
+        for force in [false, true] {
+            let mut cmd = kdcompress(&dir);
+            cmd.arg(inp).args(["-K", "4", "-D", "4", "-o"]).arg(out);
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.assert()
+                .failure()
+                .stderr(predicate::str::contains("is the input file"))
+                .stderr(predicate::str::contains("reading").not());
+            assert_eq!(std::fs::read_to_string(&input).unwrap(), text);
+            assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        }
+    }
+    // The log file may not be the input either.
+    kdcompress(&dir)
+        .arg(&input)
+        .args(["-K", "4", "-D", "4", "-o", "new.kdz", "--log-file"])
+        .arg(&input)
+        .arg("--force")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is the input file"));
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), text);
+    assert!(!dir.path().join("new.kdz").exists());
+}
+
+#[test]
+fn an_existing_output_is_replaced_only_with_force() {
+    let dir = TempDir::new().unwrap();
+    let (input, _) = user_vectors(&dir);
+    let out = dir.path().join("out.kdz");
+    let log = dir.path().join("log.jsonl");
+    std::fs::write(&out, b"an hour of training").unwrap();
+    std::fs::write(&log, b"old log").unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = kdcompress(&dir);
+        cmd.arg(&input)
+            .args(["-K", "4", "-D", "4", "--threads", "2", "-o"])
+            .arg(&out)
+            .args(extra);
+        cmd.assert()
+    };
+    // Refused before any training: nothing read, the old file untouched.
+    run(&[])
+        .failure()
+        .stderr(predicate::str::contains("out.kdz: the file already exists; pass --force"))
+        .stderr(predicate::str::contains("after rq").not());
+    assert_eq!(std::fs::read(&out).unwrap(), b"an hour of training");
+    // The log file follows the same rule.
+    std::fs::remove_file(&out).unwrap();
+    run(&["--log-file", "log.jsonl"])
+        .failure()
+        .stderr(predicate::str::contains("log.jsonl: the file already exists"));
+    assert!(!out.exists());
+    std::fs::write(&out, b"an hour of training").unwrap();
+    run(&["--force", "--log-file", "log.jsonl"]).success();
+    assert!(kdcompress::format::Kdz::open(&out).is_ok());
+    assert_ne!(std::fs::read(&log).unwrap(), b"old log");
+}
+
+#[test]
+fn help_states_the_overwrite_rule() {
+    let dir = TempDir::new().unwrap();
+    for args in [&["--help"][..], &["export", "--help"], &["eval", "--help"]] {
+        kdcompress(&dir)
+            .args(args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(
+                "Replace output files that already exist (an input is never replaced)",
+            ));
+    }
+}
+
+#[test]
+fn the_lsq_best_mark_names_the_error_that_earned_it() {
+    let dir = TempDir::new().unwrap();
+    let (input, _) = user_vectors(&dir);
+    let assert = kdcompress(&dir)
+        .arg(&input)
+        .args(["-K", "8", "-D", "4", "--threads", "2", "-o", "o.kdz"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    let rounds: Vec<&str> = stderr.lines().filter(|l| l.contains("lsq ")).collect();
+    assert!(!rounds.is_empty(), "{stderr}");
+    let mut best = f64::INFINITY;
+    for line in rounds {
+        let all: f64 = line
+            .split("mse ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no all-words mse in {line:?}"));
+        // Never a bare "(best)": the mark says by which error.
+        assert!(!line.ends_with("(best)"), "{line}");
+        if line.ends_with("(best all-words mse)") {
+            assert!(all <= best, "{line}: above {best}");
+            best = all;
+        } else {
+            assert!(line.ends_with("(no all-words gain)"), "{line}");
+            assert!(all >= best, "{line}");
+        }
+    }
+}

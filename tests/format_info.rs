@@ -9,10 +9,14 @@ use predicates::prelude::*;
 use usage_support::{fails_with, kdc, stdout};
 
 fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
+    write_kind(dir, ComposerKind::Mlp)
+}
+
+fn write_kind(dir: &std::path::Path, kind: ComposerKind) -> std::path::PathBuf {
     let c = random(
         5,
         Shape {
-            kind: ComposerKind::Mlp,
+            kind,
             n: 2000,
             k: 32,
             d_codebooks: 16,
@@ -22,7 +26,7 @@ fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
             norms: true,
         },
     );
-    let path = dir.join("sample.kdz");
+    let path = dir.join(format!("{}.kdz", kind.name()));
     kdcompress::format::write(&path, &c).unwrap();
     path
 }
@@ -73,6 +77,26 @@ fn info_reports_sections_ratio_and_metadata() {
         (shares - 100.0).abs() < 0.5,
         "shares sum to {shares}:\n{out}"
     );
+}
+
+/// Each kind shows the sizes it has and no other: a linear composer has no hidden layer.
+#[test]
+fn info_shows_only_the_sizes_a_composer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, expected) in [
+        (ComposerKind::Linear, "composer      linear: code width d' = 8, "),
+        (ComposerKind::Mlp, "composer      mlp: code width d' = 8, hidden = 4, "),
+        (ComposerKind::Lstm, "composer      lstm: code width d' = 8, hidden = 4, "),
+    ] {
+        let path = write_kind(dir.path(), kind);
+        let out = stdout(kdc(dir.path()).arg("info").arg(&path));
+        let line = out.lines().find(|l| l.starts_with("composer")).unwrap();
+        assert!(line.starts_with(expected), "{kind:?}: {line}");
+        assert!(line.ends_with(" parameters"), "{kind:?}: {line}");
+        if kind == ComposerKind::Linear {
+            assert!(!line.contains("hidden"), "{line}");
+        }
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use kdcompress::composer::{Composer, ComposerConfig, ComposerKind, Tensor as Rus
 use kdcompress::embeddings::Embeddings;
 use kdcompress::progress::Recorder;
 use kdcompress::train::model::{ComposerNet, Encoder, reconstruction_loss, straight_through};
-use kdcompress::train::{DeviceChoice, Init, Rng, TrainConfig, TrainError, train};
+use kdcompress::train::{DeviceChoice, Init, Method, Rng, TrainConfig, TrainError, train};
 use kdcompress::vocab::Vocab;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -108,6 +108,37 @@ fn same_seed_same_codes_other_seed_other_codes() {
     assert!(a.codes != c.codes, "another seed gave the same codes");
 }
 
+/// Every method draws from a generator its run owns: two trainings with the same seed, running
+/// at once on two threads (and so interleaving any shared random stream), give the codes of one
+/// run alone.
+#[test]
+fn concurrent_trainings_with_one_seed_match_a_lone_run() {
+    let e = fixture(600);
+    for method in [Method::Kd, Method::Dccl, Method::DpqSx, Method::DpqVq] {
+        let config = cpu(TrainConfig {
+            method,
+            num_codes: 8,
+            num_codebooks: 5,
+            hidden: 32,
+            epochs: 3,
+            batch_size: 64,
+            lsq_rounds: 1,
+            refine_rounds: 0,
+            seed: 21,
+            ..TrainConfig::default()
+        });
+        let alone = train(&e, &config, &mut Recorder::default()).unwrap();
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| train(&e, &config, &mut Recorder::default()).unwrap());
+            let b = s.spawn(|| train(&e, &config, &mut Recorder::default()).unwrap());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(a.codes == alone.codes, "{method:?}: concurrent run A differs");
+        assert!(b.codes == alone.codes, "{method:?}: concurrent run B differs");
+        assert_eq!(a.report.mse, alone.report.mse, "{method:?}");
+    }
+}
+
 /// The mlp composer trains on the least-squares codes, then re-encodes through itself; with the
 /// best weights kept, neither stage may lose quality over all words.
 #[test]
@@ -200,14 +231,14 @@ fn bad_options_and_data_are_errors_not_panics() {
 
 #[test]
 fn straight_through_is_one_hot_forward_and_soft_backward() {
-    tch::manual_seed(0);
-    let logits = Tensor::randn([5, 3, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut rng = Rng::new(0);
+    let logits = rng.normal_of(&[5, 3, 4], 1.0).set_requires_grad(true);
     let r = straight_through(&logits, 0.7);
     let expected = r.codes.one_hot(4).to_kind(Kind::Float);
     // Exactly one-hot, bit for bit.
     assert!(r.straight_through.equal(&expected));
     // The gradient is that of softmax(logits / tau), not zero as argmax would give.
-    let w = Tensor::randn([5, 3, 4], (Kind::Float, Device::Cpu));
+    let w = rng.normal_of(&[5, 3, 4], 1.0);
     (&r.straight_through * &w).sum(Kind::Float).backward();
     let g_ste = logits.grad().copy();
     let logits2 = logits.detach().copy().set_requires_grad(true);
@@ -220,7 +251,6 @@ fn straight_through_is_one_hot_forward_and_soft_backward() {
 
 #[test]
 fn reconstruction_gradient_reaches_the_encoder() {
-    tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = ComposerConfig {
         kind: ComposerKind::Mlp,
@@ -233,7 +263,7 @@ fn reconstruction_gradient_reaches_the_encoder() {
     let mut rng = Rng::new(1);
     let net = ComposerNet::new(&vs.root(), cfg, &mut rng);
     let enc = Encoder::new(&vs.root(), 6, 10, 4, 8, &mut rng);
-    let x = Tensor::randn([16, 6], (Kind::Float, Device::Cpu));
+    let x = rng.normal_of(&[16, 6], 1.0);
     let encoder_vars = || -> BTreeMap<String, Tensor> {
         vs.variables()
             .into_iter()
@@ -270,7 +300,7 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
         .into_iter()
         .enumerate()
     {
-        tch::manual_seed(seed as i64 + 10);
+        let mut draws = Rng::new(seed as u64 + 10);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = ComposerConfig {
             kind,
@@ -284,11 +314,11 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
         // Make every weight non-trivial (the mlp's hidden output starts at zero).
         tch::no_grad(|| {
             for (_, mut t) in vs.variables() {
-                let noise = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.5;
+                let noise = draws.normal_of(&t.size(), 0.5);
                 t.copy_(&(&t + noise));
             }
         });
-        let codes = Tensor::randint(7, [64, 5], (Kind::Int64, Device::Cpu));
+        let codes = draws.integers(7, &[64, 5]);
         let y = tch::no_grad(|| net.decode(&codes));
         let y: Vec<f32> = Vec::try_from(y.contiguous().view(-1)).unwrap();
         let composer = net.export().unwrap();

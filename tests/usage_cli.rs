@@ -340,6 +340,35 @@ fn export_refuses_to_overwrite_without_force() {
 }
 
 #[test]
+fn export_never_writes_over_the_kdz_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdz = words_kdz(dir.path());
+    let before = std::fs::read(&kdz).unwrap();
+    let link = dir.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&kdz, &link).unwrap();
+    for (out, words) in [(&kdz, None), (&link, None), (&dir.path().join("v.npy"), Some(&kdz))] {
+        let mut cmd = export(dir.path(), &kdz, out);
+        cmd.arg("--force");
+        match words {
+            Some(w) => cmd.arg("--words").arg(w),
+            None => cmd.args(["--format", "safetensors"]),
+        };
+        fails_with(&mut cmd, "is the input file");
+    }
+    assert_eq!(std::fs::read(&kdz).unwrap(), before);
+    // Output and word list may not be one file either.
+    let same = dir.path().join("same.txt");
+    fails_with(
+        export(dir.path(), &kdz, &same)
+            .arg("--words")
+            .arg(&same)
+            .arg("--force"),
+        "name the same file",
+    );
+    assert!(hidden_files(dir.path()).is_empty());
+}
+
+#[test]
 fn export_needs_a_known_format() {
     let dir = tempfile::tempdir().unwrap();
     let kdz = words_kdz(dir.path());

@@ -194,6 +194,26 @@ fn report_is_written_with_curve_and_code_usage() {
         .assert()
         .success();
     let html = std::fs::read_to_string(&report).unwrap();
+    // The report is never written over an input, --force or not, named directly or by a link.
+    let before = std::fs::read(&original).unwrap();
+    let link = s.dir.path().join("link.txt");
+    std::os::unix::fs::symlink(&original, &link).unwrap();
+    for target in [&original, &link] {
+        fails_with(
+            s.eval(&original).arg("--report").arg(target).arg("--force"),
+            "is the input file",
+        );
+    }
+    fails_with(
+        s.eval(&original)
+            .arg("--report")
+            .arg(&log)
+            .arg("--log")
+            .arg(&log)
+            .arg("--force"),
+        "is the input file",
+    );
+    assert_eq!(std::fs::read(&original).unwrap(), before);
     assert!(
         html.contains("No training log"),
         "no --log, no log in the metadata"

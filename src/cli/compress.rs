@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use kdcompress::composer::ComposerKind;
-use kdcompress::progress::{EpochRecord, Progress, StageReport, Tick};
+use kdcompress::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 #[cfg(feature = "train")]
 use kdcompress::train::{self, TrainConfig};
 
@@ -153,6 +153,8 @@ pub struct CompressArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    #[arg(long, help = super::outputs::FORCE_HELP)]
+    pub force: bool,
     /// How codes are learned: kd (the staged KD pipeline), dccl (Shu & Nakayama 2018),
     /// dpq-sx or dpq-vq (Chen, Li & Sun 2020); recorded in the file's metadata.
     #[arg(long, value_enum, default_value_t = kdcompress::method::Method::Kd)]
@@ -258,6 +260,11 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let input = args.input.clone().context("an INPUT file is required")?;
     let output = args.output.clone().context("-o FILE is required")?;
     check_writable(&output)?;
+    super::outputs::check(
+        &[Some(&output), args.log_file.as_deref()],
+        &[Some(&input)],
+        args.force,
+    )?;
     let log = match &args.log_file {
         Some(p) => {
             Some(BufWriter::new(File::create(p).with_context(|| {
@@ -293,8 +300,12 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let (vocab, _, _) = embeddings.into_parts();
     let compressed = trained.into_compressed(vocab, metadata);
     let bits = compressed.bits_per_word();
-    kdcompress::format::write(&output, &compressed)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    let written = if args.force {
+        kdcompress::format::write(&output, &compressed)
+    } else {
+        kdcompress::format::write_new(&output, &compressed)
+    };
+    written.with_context(|| format!("cannot write {}", output.display()))?;
     if args.quiet {
         return Ok(());
     }
@@ -466,6 +477,35 @@ impl CliProgress {
     }
 }
 
+/// One line per epoch or round; the best mark names the error that earned it, so that a round
+/// kept for its all-words error is not read as a held-out gain.
+fn epoch_line(r: &EpochRecord) -> String {
+    let head = format!("{} {:>3}: ", r.stage, r.epoch);
+    let speed = format!("{:.0} words/s", r.samples_per_sec);
+    match r.judged_by {
+        Criterion::HeldOut => {
+            let loss = r
+                .train_loss
+                .map(|l| format!("loss {l:.4}  "))
+                .unwrap_or_default();
+            let best = if r.best { "  (best)" } else { "" };
+            format!("{head}{loss}val mse {:.4}  {speed}{best}", r.val_mse)
+        }
+        Criterion::AllWords => {
+            let all = r
+                .train_loss
+                .map(|l| format!("mse {l:.4} (all words)  "))
+                .unwrap_or_default();
+            let best = if r.best {
+                "  (best all-words mse)"
+            } else {
+                "  (no all-words gain)"
+            };
+            format!("{head}{all}val mse {:.4}  {speed}{best}", r.val_mse)
+        }
+    }
+}
+
 impl Progress for CliProgress {
     fn stage_start(&mut self, stage: &str, total: u64) {
         self.stage = stage.to_string();
@@ -518,15 +558,7 @@ impl Progress for CliProgress {
 
     fn epoch(&mut self, r: &EpochRecord) {
         self.log_line(serde_json::to_value(r));
-        let loss = r
-            .train_loss
-            .map(|l| format!("loss {l:.4}  "))
-            .unwrap_or_default();
-        let best = if r.best { "  (best)" } else { "" };
-        self.note(&format!(
-            "{} {:>3}: {loss}val mse {:.4}  {:.0} words/s{best}",
-            r.stage, r.epoch, r.val_mse, r.samples_per_sec
-        ));
+        self.note(&epoch_line(r));
     }
 
     fn stage_end(&mut self, s: &StageReport) {

@@ -51,8 +51,7 @@ pub struct EvalArgs {
     /// without it, a log kept in the .kdz metadata is used if there is one.
     #[arg(long, value_name = "FILE", requires = "report")]
     pub log: Option<PathBuf>,
-    /// Replace an existing report file.
-    #[arg(long, requires = "report")]
+    #[arg(long, requires = "report", help = super::outputs::FORCE_HELP)]
     pub force: bool,
     /// How to read --original.
     #[command(flatten, next_help_heading = "Reading --original")]
@@ -64,15 +63,13 @@ const REPORT_GROUPS: usize = 10;
 
 /// Evaluates `args.file`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.report
-        && !args.force
-        && path.exists()
-    {
-        bail!(
-            "{}: the file already exists; pass --force to overwrite it",
-            path.display()
-        );
-    }
+    let inputs: Vec<Option<&std::path::Path>> = [Some(&args.file), Some(&args.original)]
+        .into_iter()
+        .chain(args.similarity.iter().map(Some))
+        .chain([args.analogy.as_ref(), args.log.as_ref()])
+        .map(|p| p.map(|p| p.as_path()))
+        .collect();
+    super::outputs::check(&[args.report.as_deref()], &inputs, args.force)?;
     // Cheap inputs first: a bad log or path should fail before minutes of scoring.
     let log = match &args.log {
         Some(path) => Some(TrainingLog::read(path)?),

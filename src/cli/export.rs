@@ -22,8 +22,7 @@ pub struct ExportArgs {
     /// Also write the vocabulary, one word per line in row order (the row labels of .npy).
     #[arg(long, value_name = "FILE")]
     pub words: Option<PathBuf>,
-    /// Replace existing output files.
-    #[arg(long)]
+    #[arg(long, help = super::outputs::FORCE_HELP)]
     pub force: bool,
 }
 
@@ -47,21 +46,12 @@ impl Plan {
                 args.output.display()
             ),
         };
-        if args.words.as_ref() == Some(&args.output) {
-            bail!(
-                "{}: the word list and the export cannot be the same file",
-                args.output.display()
-            );
-        }
         // Checked up front so that nothing is decoded, and no file of the pair written, in vain.
-        for path in std::iter::once(&args.output).chain(&args.words) {
-            if !args.force && path.exists() {
-                bail!(
-                    "{}: the file already exists; pass --force to overwrite it",
-                    path.display()
-                );
-            }
-        }
+        super::outputs::check(
+            &[Some(&args.output), args.words.as_deref()],
+            &[Some(&args.file)],
+            args.force,
+        )?;
         Ok(Plan {
             opts: ExportOptions {
                 format,

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use kdcompress::composer::ComposerKind;
 use kdcompress::format::{Kdz, SectionKind};
 
 /// Options of `info`.
@@ -63,12 +64,20 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
         m.bits_per_code(),
         m.row_bytes()
     )?;
+    // Only the sizes this kind has: a linear composer has no hidden layer.
+    let sizes = match c.kind {
+        ComposerKind::Linear => format!("code width d' = {}", c.code_dim),
+        ComposerKind::Mlp | ComposerKind::Lstm => {
+            format!("code width d' = {}, hidden = {}", c.code_dim, c.hidden)
+        }
+        ComposerKind::Concat | ComposerKind::Split => {
+            format!("{} values per code vector", c.code_dim)
+        }
+    };
     writeln!(
         w,
-        "composer      {}: code width d' = {}, hidden = {}, {} parameters",
+        "composer      {}: {sizes}, {} parameters",
         c.kind.name(),
-        c.code_dim,
-        c.hidden,
         grouped(kdz.composer().num_params() as u64)
     )?;
     writeln!(w)?;

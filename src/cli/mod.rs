@@ -15,6 +15,7 @@ pub mod export;
 pub mod groups;
 pub mod info;
 pub mod input_args;
+pub mod outputs;
 pub mod similar;
 
 /// Compress pretrained word vectors into KD codes.

@@ -21,6 +21,12 @@ pub enum FormatError {
         #[source]
         source: io::Error,
     },
+    /// The output exists and replacing it was not asked for.
+    #[error("{path}: the file already exists; pass --force to overwrite it")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file ends before something it declares.
     #[error("{path}: file is truncated: {what} needs {needed} bytes but the file has {len}")]
     Truncated {

@@ -30,4 +30,4 @@ pub use header::SectionEntry;
 pub use reader::Kdz;
 pub use sections::Model;
 pub use spec::{Codec, SectionKind};
-pub use writer::{to_bytes, write};
+pub use writer::{to_bytes, write, write_new};

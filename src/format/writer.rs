@@ -256,9 +256,18 @@ pub fn to_bytes(c: &Compressed) -> Result<Vec<u8>, FormatError> {
 ///
 /// The file is written under a temporary name in the same directory, flushed to disk and then
 /// renamed over `path`, so a crash leaves either the old file or the complete new one, never a
-/// partial `.kdz`.
+/// partial `.kdz`. An existing file at `path` is replaced; [`write_new`] refuses to.
 pub fn write(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> {
-    let path = path.as_ref();
+    write_with(path.as_ref(), c, true)
+}
+
+/// Writes `c` to `path` as [`write`] does, but fails with [`FormatError::Exists`] when `path`
+/// exists, also when it appeared while the file was being written.
+pub fn write_new(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> {
+    write_with(path.as_ref(), c, false)
+}
+
+fn write_with(path: &Path, c: &Compressed, overwrite: bool) -> Result<(), FormatError> {
     let planned = plan(path, c)?;
     let io_err = |action: &'static str| {
         move |source| FormatError::Io {
@@ -289,6 +298,19 @@ pub fn write(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> 
         w.flush().map_err(io_err("write"))?;
     }
     tmp.as_file().sync_all().map_err(io_err("flush to disk"))?;
-    tmp.persist(path).map_err(|e| io_err("replace")(e.error))?;
+    let persisted = if overwrite {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            FormatError::Exists {
+                path: path.to_owned(),
+            }
+        } else {
+            io_err("replace")(e.error)
+        }
+    })?;
     Ok(())
 }

@@ -42,6 +42,22 @@ struct Lstm {
 }
 
 /// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
+/// A linear layer `fan_in -> out` whose weight and bias are uniform in ±1/sqrt(fan-in), drawn
+/// from `rng` (tch's own initialisers would draw from LibTorch's process-global generator).
+pub(crate) fn seeded_linear(p: &nn::Path, fan_in: usize, out: usize, rng: &mut Rng) -> nn::Linear {
+    let zero = nn::LinearConfig {
+        ws_init: Init::Const(0.0),
+        bs_init: Some(Init::Const(0.0)),
+        bias: true,
+    };
+    let l = nn::linear(p, fan_in as i64, out as i64, zero);
+    rng.fill_uniform(&l.ws, bound(fan_in));
+    if let Some(b) = &l.bs {
+        rng.fill_uniform(b, bound(fan_in));
+    }
+    l
+}
+
 fn bound(fan_in: usize) -> f64 {
     1.0 / (fan_in.max(1) as f64).sqrt()
 }
@@ -315,12 +331,7 @@ impl Encoder {
     ) -> Self {
         let e = p / "encoder";
         let mut layer = |name: &str, fan_in: usize, out: usize| {
-            let l = nn::linear(&e / name, fan_in as i64, out as i64, Default::default());
-            rng.fill_uniform(&l.ws, bound(fan_in));
-            if let Some(b) = &l.bs {
-                rng.fill_uniform(b, bound(fan_in));
-            }
-            l
+            seeded_linear(&(&e / name), fan_in, out, rng)
         };
         Encoder {
             hidden: layer("hidden", in_dim, hidden),

@@ -14,7 +14,7 @@ use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::composer::{ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
 use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
-use crate::progress::{EpochRecord, Progress, StageReport, Tick};
+use crate::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 
 /// Distinguishes the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x5E_ED0F_5B1D;
@@ -610,6 +610,7 @@ fn stage_lsq(
             train_loss: Some(all),
             val_mse: data.val_mse(&new_codes, &decoder),
             best: improved,
+            judged_by: Criterion::AllWords,
             tau: None,
             learning_rate: None,
             samples_per_sec: data.n as f64 / r0.elapsed().as_secs_f64().max(1e-9),
@@ -737,6 +738,7 @@ fn epochs_loop(
             train_loss: last_loss,
             val_mse: v,
             best: improved,
+            judged_by: Criterion::HeldOut,
             tau: tau(epoch),
             learning_rate: Some(lr),
             samples_per_sec: n_train as f64 / secs.max(1e-9),
@@ -938,6 +940,7 @@ fn stage_refine(
             train_loss: Some(all),
             val_mse: data.val_mse(&codes, &decoder),
             best: improved,
+            judged_by: Criterion::AllWords,
             tau: None,
             learning_rate: None,
             samples_per_sec: data.n as f64 / r0.elapsed().as_secs_f64().max(1e-9),

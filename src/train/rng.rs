@@ -76,6 +76,30 @@ impl Rng {
         overwrite(t, &v);
     }
 
+    /// A CPU float tensor of `shape` with normal values of deviation `stdev`.
+    pub fn normal_of(&mut self, shape: &[i64], stdev: f64) -> Tensor {
+        let t = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        self.fill_normal(&t, stdev);
+        t
+    }
+
+    /// A CPU Int64 tensor of `shape` with values uniform in `0..high` (`high > 0`).
+    pub fn integers(&mut self, high: usize, shape: &[i64]) -> Tensor {
+        let count: i64 = shape.iter().product();
+        let v: Vec<i64> = (0..count).map(|_| self.below(high) as i64).collect();
+        Tensor::from_slice(&v).view(shape)
+    }
+
+    /// A tensor shaped, typed and placed like `like`, uniform in `[low, high)`.
+    pub fn uniform_like(&mut self, like: &Tensor, low: f64, high: f64) -> Tensor {
+        let t = Tensor::zeros(like.size(), (like.kind(), like.device()));
+        let v: Vec<f32> = (0..t.numel())
+            .map(|_| (low + self.unit() * (high - low)) as f32)
+            .collect();
+        overwrite(&t, &v);
+        t
+    }
+
     /// A `[rows, cols]` tensor of normal values of deviation `stdev`.
     pub fn normal_tensor(&mut self, rows: i64, cols: i64, stdev: f64, device: Device) -> Tensor {
         let t = Tensor::zeros([rows, cols], (Kind::Float, device));

@@ -385,18 +385,14 @@ pub fn fit_blockwise(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, old: &Te
 mod tests {
     use super::*;
 
-    fn seeded(seed: i64) {
-        tch::manual_seed(seed);
-    }
-
     #[test]
     fn kmeans_finds_separated_clusters() {
-        seeded(1);
+        let mut rng = Rng::new(1);
         let centres = Tensor::from_slice(&[0f32, 0., 10., 10., -10., 10.]).view([3, 2]);
         let labels = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
         let pts = centres.index_select(0, &labels)
-            + Tensor::randn([300, 2], (Kind::Float, Device::Cpu)) * 0.1;
-        let c = kmeans(&pts, 3, 10, &mut Rng::new(1));
+            + rng.normal_of(&[300, 2], 0.1);
+        let c = kmeans(&pts, 3, 10, &mut rng);
         let a = assign(&pts, &c);
         // Same partition as the labels, up to renaming.
         for j in 0..3 {
@@ -407,9 +403,9 @@ mod tests {
 
     #[test]
     fn beam_as_wide_as_the_search_space_finds_the_exact_codes() {
-        seeded(2);
-        let tables = Tensor::randn([4, 8, 6], (Kind::Float, Device::Cpu));
-        let codes = Tensor::randint(8, [50, 4], (Kind::Int64, Device::Cpu));
+        let mut rng = Rng::new(2);
+        let tables = rng.normal_of(&[4, 8, 6], 1.0);
+        let codes = rng.integers(8, &[50, 4]);
         let x = additive_decode(&tables, &codes);
         // 8^3 entries cover every prefix of the first three positions: the search is exhaustive.
         let got = beam_encode(&x, &tables, 512);
@@ -430,10 +426,10 @@ mod tests {
 
     #[test]
     fn icm_never_increases_error_and_lsq_beats_any_other_tables() {
-        seeded(3);
-        let x = Tensor::randn([400, 5], (Kind::Float, Device::Cpu));
-        let tables = Tensor::randn([3, 4, 5], (Kind::Float, Device::Cpu)) * 0.5;
-        let codes = Tensor::randint(4, [400, 3], (Kind::Int64, Device::Cpu));
+        let mut rng = Rng::new(3);
+        let x = rng.normal_of(&[400, 5], 1.0);
+        let tables = rng.normal_of(&[3, 4, 5], 0.5);
+        let codes = rng.integers(4, &[400, 3]);
         let err = |t: &Tensor, c: &Tensor| {
             (additive_decode(t, c) - &x)
                 .square()
@@ -447,7 +443,7 @@ mod tests {
         let best = err(&fitted, &after_icm);
         assert!(best <= err(&tables, &after_icm) + 1e-3);
         // A perturbed solution is never better.
-        let nudged = &fitted + Tensor::randn([3, 4, 5], (Kind::Float, Device::Cpu)) * 0.01;
+        let nudged = &fitted + rng.normal_of(&[3, 4, 5], 0.01);
         assert!(best <= err(&nudged, &after_icm) + 1e-3);
         // The blockwise fallback lands close to the joint optimum.
         let mut bw = tables.copy();

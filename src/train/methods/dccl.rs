@@ -9,6 +9,8 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use super::{Learner, Split, fit, to_host};
+use crate::train::Rng;
+use crate::train::model::seeded_linear;
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
 use crate::progress::Progress;
@@ -32,20 +34,26 @@ pub struct Dccl {
 impl Dccl {
     /// Creates `encoder.hidden`, `encoder.logits` and `codebooks` under `p`; code vectors start
     /// with spread `scale / sqrt(M)` so that a sum of M of them spreads like the data.
-    pub fn new(p: &nn::Path, d: usize, hidden: usize, m: usize, k: usize, scale: f64) -> Self {
+    /// Every initial value is drawn from `rng`.
+    pub fn new(
+        p: &nn::Path,
+        d: usize,
+        hidden: usize,
+        m: usize,
+        k: usize,
+        scale: f64,
+        rng: &mut Rng,
+    ) -> Self {
         let e = p / "encoder";
-        let (d, h, m, k) = (d as i64, hidden as i64, m as i64, k as i64);
+        let hidden_layer = seeded_linear(&(&e / "hidden"), d, hidden, rng);
+        let logits = seeded_linear(&(&e / "logits"), hidden, m * k, rng);
+        let (d, m, k) = (d as i64, m as i64, k as i64);
+        let codebooks = p.var(composer::CODEBOOKS, &[m, k, d], nn::Init::Const(0.0));
+        rng.fill_normal(&codebooks, scale / (m as f64).sqrt());
         Dccl {
-            hidden: nn::linear(&e / "hidden", d, h, Default::default()),
-            logits: nn::linear(&e / "logits", h, m * k, Default::default()),
-            codebooks: p.var(
-                composer::CODEBOOKS,
-                &[m, k, d],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: scale / (m as f64).sqrt(),
-                },
-            ),
+            hidden: hidden_layer,
+            logits,
+            codebooks,
             m,
             k,
             d,
@@ -64,10 +72,10 @@ impl Dccl {
     }
 
     /// A Gumbel-softmax sample `softmax((log α + G) / τ)`, `[B, M, K]`: training only.
-    pub fn sample(&self, x: &Tensor, tau: f64) -> Tensor {
+    pub fn sample(&self, x: &Tensor, tau: f64, rng: &mut Rng) -> Tensor {
         let la = self.log_alpha(x);
         // G = -log(-log U); U kept off 0 and 1 so that neither log meets zero.
-        let u = Tensor::rand_like(&la).clamp(1e-10, 1.0 - 1e-7);
+        let u = rng.uniform_like(&la, 1e-10, 1.0 - 1e-7);
         let g = -(-u.log()).log();
         ((la + g) / tau).softmax(-1, Kind::Float)
     }
@@ -81,8 +89,8 @@ impl Dccl {
 }
 
 impl Learner for Dccl {
-    fn loss(&self, x: &Tensor, tau: f64) -> Tensor {
-        let y = self.decode_soft(&self.sample(x, tau));
+    fn loss(&self, x: &Tensor, tau: f64, rng: &mut Rng) -> Tensor {
+        let y = self.decode_soft(&self.sample(x, tau, rng));
         // The paper's ½‖ŷ − x‖², averaged over the batch.
         (y - x)
             .square()
@@ -164,6 +172,7 @@ pub(super) fn train(
 ) -> Result<Trained, TrainError> {
     let split = Split::new(emb, cfg, device);
     let vs = nn::VarStore::new(device);
+    let mut rng = Rng::new(cfg.seed);
     let net = Dccl::new(
         &vs.root(),
         emb.dim(),
@@ -171,8 +180,10 @@ pub(super) fn train(
         cfg.num_codebooks,
         cfg.num_codes,
         data_scale(&split.x),
+        &mut rng,
     );
-    fit(emb, cfg, device, &split, &vs, &net, "dccl", progress, stage)
+    let stage_name = "dccl";
+    fit(emb, cfg, device, &split, &vs, &net, &mut rng, stage_name, progress, stage)
 }
 
 #[cfg(test)]
@@ -215,27 +226,27 @@ mod tests {
 
     #[test]
     fn gumbel_noise_only_in_training() {
-        tch::manual_seed(3);
+        let mut rng = Rng::new(3);
         let emb = glove(300);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = Dccl::new(&vs.root(), emb.dim(), 32, 8, 8, 0.4);
+        let net = Dccl::new(&vs.root(), emb.dim(), 32, 8, 8, 0.4, &mut rng);
         let x = Tensor::from_slice(emb.matrix()).view([300, 50]);
         let a = net.codes(&x);
         let b = net.codes(&x);
         assert!(a.equal(&b));
         assert!(a.equal(&net.log_alpha(&x).argmax(-1, false)));
-        let s1 = net.sample(&x, 1.0).argmax(-1, false);
-        let s2 = net.sample(&x, 1.0).argmax(-1, false);
+        let s1 = net.sample(&x, 1.0, &mut rng).argmax(-1, false);
+        let s2 = net.sample(&x, 1.0, &mut rng).argmax(-1, false);
         assert!(!s1.equal(&s2), "two training samples drew the same codes");
         assert!(!s1.equal(&a), "training samples carry no noise");
     }
 
     #[test]
     fn exported_decoder_matches_tch() {
-        tch::manual_seed(5);
+        let mut rng = Rng::new(5);
         let emb = glove(200);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = Dccl::new(&vs.root(), emb.dim(), 16, 4, 8, 0.4);
+        let net = Dccl::new(&vs.root(), emb.dim(), 16, 4, 8, 0.4, &mut rng);
         let x = Tensor::from_slice(emb.matrix()).view([200, 50]);
         let (_, worst) = export_gap(&net, &x);
         assert!(worst < 1e-5, "worst {worst}");

@@ -27,6 +27,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::{Learner, Split, fit, to_host};
+use crate::train::Rng;
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
 use crate::progress::Progress;
@@ -191,7 +192,7 @@ fn sum_per_word(t: &Tensor) -> Tensor {
 }
 
 impl Learner for Dpq {
-    fn loss(&self, x: &Tensor, tau: f64) -> Tensor {
+    fn loss(&self, x: &Tensor, tau: f64, _rng: &mut Rng) -> Tensor {
         let scores = self.scores(x);
         match self.variant {
             Variant::Softmax => {
@@ -250,12 +251,14 @@ impl Learner for Dpq {
 }
 
 /// K rows of the training words, distinct when there are enough, as starting entries.
-fn initial_rows(split: &Split, k: i64) -> Tensor {
+fn initial_rows(split: &Split, k: i64, rng: &mut Rng) -> Tensor {
     let n = split.train.size()[0];
+    let device = split.train.device();
     let idx = if n >= k {
-        Tensor::randperm(n, (Kind::Int64, split.train.device())).narrow(0, 0, k)
+        rng.permutation(n as usize, device).narrow(0, 0, k)
     } else {
-        Tensor::randint(n, [k], (Kind::Int64, split.train.device()))
+        let picks: Vec<i64> = (0..k).map(|_| rng.below(n as usize) as i64).collect();
+        Tensor::from_slice(&picks).to_device(device)
     };
     tch::no_grad(|| split.x.index_select(0, &split.train.index_select(0, &idx)))
 }
@@ -281,7 +284,8 @@ pub(super) fn train(
     }
     let split = Split::new(emb, cfg, device);
     let vs = nn::VarStore::new(device);
-    let init = initial_rows(&split, cfg.num_codes as i64);
+    let mut rng = Rng::new(cfg.seed);
+    let init = initial_rows(&split, cfg.num_codes as i64, &mut rng);
     let net = Dpq::new(
         &vs.root(),
         variant,
@@ -291,7 +295,7 @@ pub(super) fn train(
         &init,
     );
     let name = cfg.method.name();
-    fit(emb, cfg, device, &split, &vs, &net, name, progress, stage)
+    fit(emb, cfg, device, &split, &vs, &net, &mut rng, name, progress, stage)
 }
 
 #[cfg(test)]
@@ -348,11 +352,10 @@ mod tests {
     }
 
     fn small(variant: Variant, dd: usize, k: usize, rows: usize) -> (Dpq, Tensor, nn::VarStore) {
-        tch::manual_seed(9);
         let emb = glove(rows);
         let x = Tensor::from_slice(emb.matrix()).view([rows as i64, 50]);
         let vs = nn::VarStore::new(Device::Cpu);
-        let init = Tensor::randn([k as i64, 50], (Kind::Float, Device::Cpu)) * 0.5;
+        let init = Rng::new(9).normal_tensor(k as i64, 50, 0.5, Device::Cpu);
         let net = Dpq::new(&vs.root(), variant, dd, k, 0.25, &init);
         (net, x, vs)
     }

@@ -17,11 +17,11 @@ use tch::{Device, Kind, Tensor};
 pub use crate::method::Method;
 
 use super::common::{codes_to_host, final_scores, held_out, restore, snapshot, torch_err};
-use super::{TrainConfig, TrainError, TrainReport, Trained, device_name};
+use super::{Rng, TrainConfig, TrainError, TrainReport, Trained, device_name};
 use crate::composer::Composer;
 use crate::embeddings::Embeddings;
 use crate::eval::{self, NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference, Scores};
-use crate::progress::{EpochRecord, Progress, StageReport, Tick};
+use crate::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 
 /// Separates the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x0D1F_F5EED;
@@ -31,7 +31,7 @@ const CHUNK: i64 = 8192;
 /// A method's networks, as the shared loop sees them.
 pub(crate) trait Learner {
     /// Training loss of a batch `[B, d]` at temperature `tau`, noise and relaxation included.
-    fn loss(&self, x: &Tensor, tau: f64) -> Tensor;
+    fn loss(&self, x: &Tensor, tau: f64, rng: &mut Rng) -> Tensor;
     /// Discrete codes `[B, D]` (int64) of a batch, with no noise.
     fn codes(&self, x: &Tensor) -> Tensor;
     /// Vectors `[B, d]` of codes `[B, D]`.
@@ -96,6 +96,7 @@ pub(crate) fn fit(
     split: &Split,
     vs: &nn::VarStore,
     learner: &dyn Learner,
+    rng: &mut Rng,
     name: &str,
     progress: &mut (dyn Progress + Send),
     stage: &mut String,
@@ -128,12 +129,12 @@ pub(crate) fn fit(
         let t0 = Instant::now();
         let order = split
             .train
-            .index_select(0, &Tensor::randperm(n_train, (Kind::Int64, device)));
+            .index_select(0, &rng.permutation(n_train as usize, device));
         let mut total = 0f64;
         for s in (0..n_train).step_by(batch as usize) {
             let rows = order.narrow(0, s, batch.min(n_train - s));
             let xb = split.x.index_select(0, &rows);
-            let loss = learner.loss(&xb, tau);
+            let loss = learner.loss(&xb, tau, rng);
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             total += l;
@@ -162,6 +163,7 @@ pub(crate) fn fit(
             train_loss: Some(total / steps_per_epoch as f64),
             val_mse: v,
             best: better,
+            judged_by: Criterion::HeldOut,
             tau: Some(tau),
             learning_rate: Some(cfg.learning_rate),
             samples_per_sec: n_train as f64 / secs.max(1e-9),
@@ -238,8 +240,6 @@ pub(crate) fn run(
     progress: &mut (dyn Progress + Send),
     stage: &mut String,
 ) -> Result<Trained, TrainError> {
-    // The pipeline seeds itself; the learners draw initial weights while being built.
-    tch::manual_seed(cfg.seed as i64);
     match method {
         Method::Dccl => dccl::train(emb, cfg, device, progress, stage),
         Method::DpqSx => dpq::train(emb, cfg, dpq::Variant::Softmax, device, progress, stage),
