@@ -58,8 +58,10 @@ $(TOOLS_STAMP): $(TORCH_STAMP)
 data: $(TOOLS_STAMP)
 	$(PY) scripts/make_data.py --out $(DATA_DIR)
 
-# Speed benchmarks, then the quality table (every method and faiss, 20k and 400k words, 64/128/160
-# bits: over an hour on 2 cores). BENCH_ARGS narrows it, e.g. BENCH_ARGS="--sizes 20000".
+# Speed benchmarks, then the quality table: kd (K=256 and K=32) beside faiss PQ, OPQ, RQ (beam 5
+# and 32) and LSQ on GloVe's 20k head, all 400k GloVe words and the mpnet table, at 64, 160 and
+# 256 bits, on the same threads. Many hours on 2 cores, most of it the 400k rows and faiss LSQ.
+# BENCH_ARGS narrows it, e.g. BENCH_ARGS="--datasets mpnet --budgets 160 --methods kd256,rq5".
 BENCH_ARGS ?=
 bench: build data
 	KDC_DATA_DIR=$(DATA_DIR) cargo bench --locked --bench parse
