@@ -258,7 +258,27 @@ VARIANTS = {
     "prog-kmeans++": dict(init="kmeans++", empty="split", iters=10, progressive=10, train_beam=1),
     "beam5": dict(init="random", empty="split", iters=15, progressive=0, train_beam=5),
     "faiss": dict(init="random", empty="split", iters=10, progressive=10, train_beam=5),
+    # faiss's own ResidualQuantizer as the table trainer (C++, much faster than this replica),
+    # then this script's encoding and least squares + ICM: what kd would reach with faiss's rq.
+    "rq-plain": dict(engine="faiss", progressive=0, train_beam=1, iters=25),
+    "rq-prog": dict(engine="faiss", progressive=10, train_beam=1, iters=10),
+    "rq-prog-beam5": dict(engine="faiss", progressive=10, train_beam=5, iters=10),
 }
+
+
+def faiss_tables(x, k, dd, v, sample, seed):
+    """Tables [D, K, d] trained by faiss.ResidualQuantizer with the variant's choices."""
+    import faiss
+
+    rq = faiss.ResidualQuantizer(x.shape[1], dd, int(math.log2(k)))
+    rq.train_type = faiss.ResidualQuantizer.Train_progressive_dim if v["progressive"] else 0
+    rq.cp.progressive_dim_steps = max(1, v["progressive"])
+    rq.cp.niter = v["iters"]
+    rq.cp.seed = seed
+    rq.cp.max_points_per_centroid = max(1, (sample or 1 << 30) // k)
+    rq.max_beam_size = v["train_beam"]
+    rq.train(np.ascontiguousarray(x.numpy()))
+    return torch.from_numpy(faiss.vector_to_array(rq.codebooks).reshape(dd, k, x.shape[1]).copy())
 
 
 def run(x, k, dd, v, encode_beam, lsq_rounds, sample, seed, ridge, joint, center, log):
@@ -266,16 +286,20 @@ def run(x, k, dd, v, encode_beam, lsq_rounds, sample, seed, ridge, joint, center
     t0 = time.time()
     mean = x.mean(0) if center else torch.zeros(x.shape[1])
     xs = x - mean
-    res, dist = xs[:, None, :], torch.zeros(len(xs), 1)
-    tables, stats = [], {}
-    for i in range(dd):
-        pts = res.reshape(-1, x.shape[1])
-        if sample and len(pts) > sample:
-            pts = pts[torch.randperm(len(pts), generator=g)[:sample]]
-        t = kmeans(pts, k, v["iters"], v["init"], v["empty"], v["progressive"], g, stats)
-        tables.append(t)
-        res, dist, _, _ = beam_step(res, dist, t, v["train_beam"])
-    tables = torch.stack(tables)
+    stats = {}
+    if v.get("engine") == "faiss":
+        tables = faiss_tables(xs, k, dd, v, sample, seed)
+    else:
+        res, dist = xs[:, None, :], torch.zeros(len(xs), 1)
+        tables = []
+        for i in range(dd):
+            pts = res.reshape(-1, x.shape[1])
+            if sample and len(pts) > sample:
+                pts = pts[torch.randperm(len(pts), generator=g)[:sample]]
+            t = kmeans(pts, k, v["iters"], v["init"], v["empty"], v["progressive"], g, stats)
+            tables.append(t)
+            res, dist, _, _ = beam_step(res, dist, t, v["train_beam"])
+        tables = torch.stack(tables)
     t_train = time.time() - t0
     codes = beam_encode(xs, tables, encode_beam)
     t_rq = time.time() - t0
@@ -323,6 +347,9 @@ def main():
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
     x = torch.from_numpy(load(args.dataset, args.data, args.n or None))
     dd = args.bits // int(math.log2(args.K))
     print(f"{args.dataset} {tuple(x.shape)}, K={args.K} D={dd} ({args.bits} bits), "
