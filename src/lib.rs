@@ -14,8 +14,9 @@ pub mod analogy;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
+/// The trainable embedding layer, at its former path (it lives in [`train::embedding_layer`]).
 #[cfg(feature = "train")]
-pub mod embedding_layer;
+pub use train::embedding_layer;
 pub mod embeddings;
 pub mod eval;
 pub mod export;

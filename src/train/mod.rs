@@ -6,7 +6,7 @@
 //!
 //! 1. `rq`: residual k-means tables on a sample, every word encoded by beam search.
 //! 2. `lsq`: with codes fixed, all tables refit jointly by least squares; words re-encoded by
-//!    iterated conditional modes (ICM); repeated while the held-out error falls.
+//!    iterated conditional modes (ICM); repeated while the error over all words falls.
 //! 3. `composer`: the composer (tables as code vectors, identity output map, and for `mlp` a
 //!    tanh hidden layer whose output starts at zero) trained by Adam with the codes fixed.
 //! 4. `refine`: every word re-encoded through the trained composer (ICM on its additive part,
@@ -15,6 +15,10 @@
 //! `Init::Random` with `refine: false` is the paper's recipe: an encoder and the composer trained
 //! end to end through the tempering softmax and the straight-through estimator, codes being the
 //! encoder's argmax.
+//!
+//! Every method ([`Method`]) works on the same `training_set` (the words, one held-out split),
+//! draws every random number from the run's one [`Rng`], trains by gradient through the one loop
+//! of `learner`, and ends in the same report (`outcome`).
 //!
 //! ```no_run
 //! use kdcompress::embeddings::Embeddings;
@@ -31,17 +35,26 @@
 //! without LibTorch; they are re-exported here.
 
 pub mod allocator;
-mod common;
+pub mod embedding_layer;
+mod learner;
 pub mod methods;
 pub mod model;
+mod outcome;
 mod parallel;
 mod pipeline;
 pub mod quantize;
+mod reporter;
 mod rng;
+mod training_set;
 
 pub use rng::Rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use self::methods::{dccl, dpq};
+use self::reporter::Reporter;
+use self::training_set::TrainingSet;
 
 pub use crate::method::Method;
 pub use crate::train_config::{
@@ -277,18 +290,19 @@ impl Trainer {
                 message: format!("cannot start worker threads: {e}"),
             })?;
         let mut stage = String::from("setup");
+        let start = Instant::now();
         // tch turns LibTorch exceptions (out of memory, CUDA failures) into panics; catch them
         // here so that a caller gets an error naming the stage instead of an abort.
         let result = pool.install(|| {
             catch_unwind(AssertUnwindSafe(|| {
-                methods::run(
-                    config.method,
-                    embeddings,
-                    config,
-                    self.device,
-                    progress,
-                    &mut stage,
-                )
+                let set = TrainingSet::new(embeddings, config, self.device, start)?;
+                let out = Reporter::new(progress, &mut stage, &set)?;
+                match config.method {
+                    Method::Kd => pipeline::run(&set, out),
+                    Method::Dccl => dccl::train(&set, out),
+                    Method::DpqSx => dpq::train(&set, out, dpq::Variant::Softmax),
+                    Method::DpqVq => dpq::train(&set, out, dpq::Variant::Vq),
+                }
             }))
         });
         match result {

@@ -1,63 +1,55 @@
 //! The default method (`kd`): its stages in order, each measured on every word.
 //!
 //! [`run`] reads as the stage order; each stage lives in its own file: [`tables`] (`rq`, `lsq`),
-//! [`gradient`] (`composer`, `end-to-end`), [`refine`]. [`training_set`] holds the words and the
-//! chunked passes over them, [`reporter`] what the stages report into.
+//! [`gradient`] (`composer`, `end-to-end`), [`refine`].
 
 mod gradient;
 mod refine;
-mod reporter;
 mod tables;
-mod training_set;
 
-use std::time::Instant;
+use tch::{Device, nn};
 
-use tch::{Device, Tensor, nn};
-
-use self::reporter::Reporter;
-use self::training_set::TrainingSet;
-use super::common::{codes_to_host, final_scores};
 use super::model::{ComposerNet, Encoder};
+use super::outcome::conclude;
+use super::reporter::Reporter;
 use super::rng::Rng;
-use super::{Init, TrainConfig, TrainError, TrainReport, Trained, device_name};
+use super::training_set::TrainingSet;
+use super::{Init, TrainConfig, TrainError, Trained};
 use crate::composer::{ComposerConfig, ComposerKind};
-use crate::embeddings::Embeddings;
-use crate::eval;
-use crate::progress::Progress;
 
 /// A round must lower the error over all words by this share to earn another.
 const MIN_GAIN: f64 = 1e-3;
 
 /// Trains KD codes: `rq`, then `lsq`, then the composer on the fixed codes, then `refine`
 /// (or, with `Init::Random`, the paper's end-to-end recipe), as the options allow.
-pub(super) fn run(
-    emb: &Embeddings,
-    cfg: &TrainConfig,
-    device: Device,
-    progress: &mut (dyn Progress + Send),
-    stage: &mut String,
-) -> Result<Trained, TrainError> {
-    let set = TrainingSet::new(emb, cfg, device, Instant::now())?;
-    let mut out = Reporter::new(progress, stage, &set)?;
-    let nets = Nets::new(&set, &mut out.rng);
+pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, TrainError> {
+    let cfg = set.cfg;
+    if set.device == Device::Cpu {
+        // Parallelism comes from row chunks on plain threads (see `parallel`); LibTorch's own
+        // spinning pool would only compete with them.
+        tch::set_num_threads(1);
+    }
+    let nets = Nets::new(set, &mut out.rng);
     let codes = match cfg.init {
         Init::Rq => {
-            let (mut tables, mut codes) = tables::stage_rq(&set, &mut out)?;
+            let (mut tables, mut codes) = tables::stage_rq(set, &mut out)?;
             if cfg.refine && cfg.lsq_rounds > 0 {
-                (tables, codes) = tables::stage_lsq(&set, &mut out, tables, codes)?;
+                (tables, codes) = tables::stage_lsq(set, &mut out, tables, codes)?;
             }
             tables::init_from_tables(&nets.composer, &tables, &mut out.rng);
-            gradient::stage_composer(&set, &mut out, &nets, &codes)?;
+            gradient::stage_composer(set, &mut out, &nets, &codes)?;
             codes
         }
-        Init::Random => gradient::stage_end_to_end(&set, &mut out, &nets)?,
+        Init::Random => gradient::stage_end_to_end(set, &mut out, &nets)?,
     };
     let codes = if nets.refine_applies(cfg) {
-        refine::stage_refine(&set, &mut out, &nets, codes)?
+        refine::stage_refine(set, &mut out, &nets, codes)?
     } else {
         codes
     };
-    conclude(&set, out, &nets.composer, codes)
+    *out.stage = "export".into();
+    let composer = nets.composer.export()?;
+    conclude(set, out, composer, codes, set.workers, None)
 }
 
 /// The networks of a run, their variables in one store.
@@ -115,38 +107,4 @@ impl Nets {
             && !self.linear_is_optimal
             && (self.composer.mapped_tables().is_some() || self.encoder.is_some())
     }
-}
-
-/// Exports the composer and codes, and measures what users will decode.
-fn conclude(
-    set: &TrainingSet,
-    out: Reporter,
-    net: &ComposerNet,
-    codes: Tensor,
-) -> Result<Trained, TrainError> {
-    let cfg = set.cfg;
-    *out.stage = "export".into();
-    let composer = net.export()?;
-    let codes = codes_to_host(codes, cfg.num_codes as u32, cfg.num_codebooks)?;
-    let scores = final_scores(set.host, &out.reference, &composer, &codes, set.workers)?;
-    let report = TrainReport {
-        device: device_name(set.device),
-        threads: set.workers,
-        stages: out.stages,
-        mse: scores.mse,
-        mean_cosine: scores.mean_cosine,
-        neighbour_overlap: scores.neighbour_overlap,
-        code_usage: eval::code_usage(&codes),
-        samples_per_sec: if out.trained_secs > 0.0 {
-            out.trained_words / out.trained_secs
-        } else {
-            0.0
-        },
-        seconds: set.elapsed(),
-    };
-    Ok(Trained {
-        codes,
-        composer,
-        report,
-    })
 }

@@ -5,14 +5,13 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::gradient::train_fixed;
-use super::reporter::Reporter;
 use super::tables::ICM_SWEEPS;
-use super::training_set::{Decoder, TrainingSet};
 use super::{MIN_GAIN, Nets};
-use crate::progress::{Criterion, EpochRecord};
 use crate::train::TrainError;
 use crate::train::model::{ComposerNet, Encoder};
 use crate::train::quantize::lsq;
+use crate::train::reporter::Reporter;
+use crate::train::training_set::{Decoder, TrainingSet};
 
 /// Squared error of each row.
 fn row_errors(y: &Tensor, x: &Tensor) -> Tensor {
@@ -113,18 +112,9 @@ pub(super) fn stage_refine(
         }
         let all = set.mse_of(&codes, None, &decoder);
         let improved = all < best;
-        out.progress.epoch(&EpochRecord {
-            stage: "refine".into(),
-            epoch: round,
-            train_loss: Some(all),
-            val_mse: set.val_mse(&codes, &decoder),
-            best: improved,
-            judged_by: Criterion::AllWords,
-            tau: None,
-            learning_rate: None,
-            samples_per_sec: set.n as f64 / r0.elapsed().as_secs_f64().max(1e-9),
-            elapsed_secs: set.elapsed(),
-        });
+        let val_mse = set.val_mse(&codes, &decoder);
+        out.progress
+            .epoch(&set.round_record("refine", round, all, val_mse, improved, r0));
         let gain = (best - all) / best.max(f64::MIN_POSITIVE);
         best = best.min(all);
         if gain < MIN_GAIN {

@@ -6,16 +6,15 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::MIN_GAIN;
-use super::reporter::Reporter;
-use super::training_set::{Decoder, TrainingSet};
 use crate::composer::ComposerKind;
-use crate::progress::{Criterion, EpochRecord};
 use crate::train::model::ComposerNet;
 use crate::train::parallel::{chunks, par_chunks};
 use crate::train::quantize::additive::chunk;
 use crate::train::quantize::lsq::{self, NormalEquations};
 use crate::train::quantize::rq;
+use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
+use crate::train::training_set::{Decoder, TrainingSet};
 use crate::train::{TrainError, allocator};
 
 /// Words per code sampled to learn the tables, and a cap: deep tables model small residuals
@@ -146,18 +145,9 @@ pub(super) fn stage_lsq(
         let decoder = Decoder::Additive(new_tables.shallow_clone());
         let all = set.mse_of(&new_codes, None, &decoder);
         let improved = all < best;
-        out.progress.epoch(&EpochRecord {
-            stage: "lsq".into(),
-            epoch: round,
-            train_loss: Some(all),
-            val_mse: set.val_mse(&new_codes, &decoder),
-            best: improved,
-            judged_by: Criterion::AllWords,
-            tau: None,
-            learning_rate: None,
-            samples_per_sec: set.n as f64 / r0.elapsed().as_secs_f64().max(1e-9),
-            elapsed_secs: set.elapsed(),
-        });
+        let val_mse = set.val_mse(&new_codes, &decoder);
+        out.progress
+            .epoch(&set.round_record("lsq", round, all, val_mse, improved, r0));
         if !improved {
             break;
         }
@@ -201,9 +191,13 @@ pub(super) fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng
         net.codebooks
             .shallow_clone()
             .copy_(&codebooks.view([s[0], s[1], e]));
-        if net.config().kind != ComposerKind::Lstm {
-            net.out_weight.shallow_clone().copy_(&w);
-            let _ = net.out_bias.shallow_clone().zero_();
+        if let Some(out) = net
+            .out
+            .as_ref()
+            .filter(|_| net.config().kind != ComposerKind::Lstm)
+        {
+            out.weight.shallow_clone().copy_(&w);
+            let _ = out.bias.shallow_clone().zero_();
         }
     });
 }

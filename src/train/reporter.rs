@@ -1,16 +1,16 @@
-//! Where the stages report: the caller's progress, the name of the running stage (for errors),
-//! the per-stage measurements, and the run's one generator.
+//! Where a run reports: the caller's progress, the name of the running stage (for errors), the
+//! per-stage measurements, and the run's one seeded generator.
 
 use tch::Tensor;
 
+use super::rng::Rng;
 use super::training_set::{Decoder, TrainingSet};
+use super::{TrainError, allocator, device_name};
 use crate::eval::{NEIGHBOUR_SAMPLES, NEIGHBOURS, NeighbourReference};
 use crate::progress::{Progress, StageReport};
-use crate::train::rng::Rng;
-use crate::train::{TrainError, allocator, device_name};
 
 /// What the stages report into.
-pub(super) struct Reporter<'a> {
+pub(crate) struct Reporter<'a> {
     pub progress: &'a mut (dyn Progress + Send),
     pub stage: &'a mut String,
     pub reference: NeighbourReference,

@@ -1,61 +1,28 @@
-//! What the staged KD pipeline and the single-loop methods both do around their training:
-//! hold words out, keep the best weights, and bring results back from LibTorch.
+//! How every method ends: the codes brought back from LibTorch, what users will decode measured,
+//! and the one [`TrainReport`].
 
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor};
 
-use super::TrainError;
+use super::reporter::Reporter;
+use super::training_set::TrainingSet;
+use super::{TrainError, TrainReport, Trained, device_name};
 use crate::codes::Codes;
 use crate::composer::Composer;
 use crate::eval::{self, ChunkScorer, NeighbourReference, Scores};
-
-/// At most this many held-out words: enough to compare epochs, cheap to decode.
-const MAX_VAL: usize = 10_000;
+use crate::progress::StageReport;
 
 /// A LibTorch failure during `stage`.
-pub(super) fn torch_err(stage: &str, e: impl std::fmt::Display) -> TrainError {
+pub(crate) fn torch_err(stage: &str, e: impl std::fmt::Display) -> TrainError {
     TrainError::Torch {
         stage: stage.to_string(),
         message: e.to_string(),
     }
 }
 
-/// The rows held out for validation, in the order drawn, and a mask marking them:
-/// `val_fraction` of the `n` words drawn with `seed`, at least one, at most [`MAX_VAL`], and
-/// always leaving one to train on.
-pub(super) fn held_out(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<bool>) {
-    let n_val = ((n as f64 * val_fraction).round() as usize)
-        .clamp(1, n.saturating_sub(1).max(1))
-        .min(MAX_VAL);
-    let val = eval::sample_rows(n, n_val, seed);
-    let mut is_val = vec![false; n];
-    for &r in &val {
-        is_val[r] = true;
-    }
-    (val, is_val)
-}
-
-/// Copies of the trainable variables of `vs`, to come back to with [`restore`].
-pub(super) fn snapshot(vs: &nn::VarStore) -> Vec<Tensor> {
-    tch::no_grad(|| vs.trainable_variables().iter().map(|t| t.copy()).collect())
-}
-
-/// Puts back the variables [`snapshot`] saved.
-pub(super) fn restore(vs: &nn::VarStore, saved: &[Tensor]) {
-    tch::no_grad(|| {
-        for (v, s) in vs.trainable_variables().iter().zip(saved) {
-            v.shallow_clone().copy_(s);
-        }
-    });
-}
-
 /// Codes `[N, D]` of any integer kind, on any device, as a code table of `k` values. Takes the
 /// tensor so that it is freed as soon as it is copied, and copies a slice of rows at a time so
 /// that the codes never exist whole in a wider type.
-pub(super) fn codes_to_host(
-    codes: Tensor,
-    k: u32,
-    num_codebooks: usize,
-) -> Result<Codes, TrainError> {
+fn codes_to_host(codes: Tensor, k: u32, num_codebooks: usize) -> Result<Codes, TrainError> {
     const ROWS: i64 = 1 << 14;
     let n = codes.size().first().copied().unwrap_or(0);
     let mut out: Vec<u16> = Vec::with_capacity(n as usize * num_codebooks);
@@ -81,7 +48,7 @@ pub(super) fn codes_to_host(
 
 /// Scores what users will decode: the pure-Rust composer on the discrete codes, chunk by chunk
 /// on `workers` threads, never holding a decoded matrix.
-pub(super) fn final_scores(
+fn final_scores(
     host: &[f32],
     reference: &NeighbourReference,
     composer: &Composer,
@@ -128,4 +95,52 @@ pub(super) fn final_scores(
         total.merge(scorer?);
     }
     Ok(total.finish())
+}
+
+/// The result of a run: `codes` `[N, D]` and `composer` measured with the pure-Rust decoder on
+/// `threads` threads. `final_stage` names a stage whose measurement is this final one (methods
+/// without stages of their own); the staged pipeline has already reported its stages.
+pub(crate) fn conclude(
+    set: &TrainingSet,
+    mut out: Reporter,
+    composer: Composer,
+    codes: Tensor,
+    threads: usize,
+    final_stage: Option<&str>,
+) -> Result<Trained, TrainError> {
+    let cfg = set.cfg;
+    *out.stage = "export".into();
+    let codes = codes_to_host(codes, cfg.num_codes as u32, cfg.num_codebooks)?;
+    let scores = final_scores(set.host, &out.reference, &composer, &codes, threads)?;
+    if let Some(stage) = final_stage {
+        let report = StageReport {
+            stage: stage.to_string(),
+            mse: scores.mse,
+            mean_cosine: scores.mean_cosine,
+            neighbour_overlap: scores.neighbour_overlap,
+            seconds: set.elapsed(),
+        };
+        out.progress.stage_end(&report);
+        out.stages.push(report);
+    }
+    let report = TrainReport {
+        device: device_name(set.device),
+        threads,
+        stages: out.stages,
+        mse: scores.mse,
+        mean_cosine: scores.mean_cosine,
+        neighbour_overlap: scores.neighbour_overlap,
+        code_usage: eval::code_usage(&codes),
+        samples_per_sec: if out.trained_secs > 0.0 {
+            out.trained_words / out.trained_secs
+        } else {
+            0.0
+        },
+        seconds: set.elapsed(),
+    };
+    Ok(Trained {
+        codes,
+        composer,
+        report,
+    })
 }

@@ -1,25 +1,27 @@
-//! The words being compressed, as every stage sees them: the matrix as a tensor, the held-out
-//! split, the workers, and the chunked passes over all words (encode, score, error).
+//! The words being compressed, as every method sees them: the matrix as a tensor, the one
+//! held-out split, the workers, and the chunked passes over all words (encode, score, error).
 
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
+use super::model::ComposerNet;
+use super::outcome::torch_err;
+use super::parallel::{chunks, par_chunks};
+use super::quantize::{additive_decode, chunk_rows};
 use super::reporter::Reporter;
+use super::{TrainConfig, TrainError, allocator};
 use crate::embeddings::Embeddings;
-use crate::eval::{NeighbourReference, Scores};
-use crate::progress::Tick;
-use crate::train::common::{held_out, torch_err};
-use crate::train::model::ComposerNet;
-use crate::train::parallel::{chunks, par_chunks};
-use crate::train::quantize::{additive_decode, chunk_rows};
-use crate::train::{TrainConfig, TrainError, allocator};
+use crate::eval::{self, NeighbourReference, Scores};
+use crate::progress::{Criterion, EpochRecord, Tick};
 
 /// Distinguishes the validation split's random stream from the neighbour sample's.
 const SPLIT_SALT: u64 = 0x5E_ED0F_5B1D;
+/// At most this many held-out words: enough to compare epochs, cheap to decode.
+const MAX_VAL: usize = 10_000;
 
 /// Read-only state shared by all stages.
-pub(super) struct TrainingSet<'a> {
+pub(crate) struct TrainingSet<'a> {
     pub cfg: &'a TrainConfig,
     pub host: &'a [f32],
     /// The matrix `[N, d]` on the training device (on the CPU, a view of `host`).
@@ -62,11 +64,6 @@ impl<'a> TrainingSet<'a> {
         let workers = cfg
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if device == Device::Cpu {
-            // Parallelism comes from row chunks on plain threads (see `parallel`); LibTorch's own
-            // spinning pool would only compete with them.
-            tch::set_num_threads(1);
-        }
         let n = emb.len();
         let d = emb.dim();
         let host = emb.matrix();
@@ -128,6 +125,31 @@ impl<'a> TrainingSet<'a> {
     fn rows_tensor(&self, rows: &[usize]) -> Tensor {
         let v: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         Tensor::from_slice(&v).to_device(self.device)
+    }
+
+    /// The record of round `round` of `stage`, a round judged by the error over all words (`all`)
+    /// with the held-out error (`val_mse`) beside it, begun at `started`.
+    pub fn round_record(
+        &self,
+        stage: &str,
+        round: usize,
+        all: f64,
+        val_mse: f64,
+        improved: bool,
+        started: Instant,
+    ) -> EpochRecord {
+        EpochRecord {
+            stage: stage.into(),
+            epoch: round,
+            train_loss: Some(all),
+            val_mse,
+            best: improved,
+            judged_by: Criterion::AllWords,
+            tau: None,
+            learning_rate: None,
+            samples_per_sec: self.n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            elapsed_secs: self.elapsed(),
+        }
     }
 
     /// Runs `f(state, x rows, their current codes)` over chunks of rows on the workers and
@@ -279,8 +301,23 @@ impl<'a> TrainingSet<'a> {
     }
 }
 
+/// The rows held out for validation, in the order drawn, and a mask marking them:
+/// `val_fraction` of the `n` words drawn with `seed`, at least one, at most [`MAX_VAL`], and
+/// always leaving one to train on.
+fn held_out(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<bool>) {
+    let n_val = ((n as f64 * val_fraction).round() as usize)
+        .clamp(1, n.saturating_sub(1).max(1))
+        .min(MAX_VAL);
+    let val = eval::sample_rows(n, n_val, seed);
+    let mut is_val = vec![false; n];
+    for &r in &val {
+        is_val[r] = true;
+    }
+    (val, is_val)
+}
+
 /// What turns codes into vectors at some stage: the additive tables, or the composer.
-pub(super) enum Decoder {
+pub(crate) enum Decoder {
     Additive(Tensor),
     Net(ComposerNet),
 }
