@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kdcompress::export::atomic_write;
 use kdcompress::format::Kdz;
 use kdcompress::input;

@@ -330,9 +330,8 @@ impl Encoder {
         rng: &mut Rng,
     ) -> Self {
         let e = p / "encoder";
-        let mut layer = |name: &str, fan_in: usize, out: usize| {
-            seeded_linear(&(&e / name), fan_in, out, rng)
-        };
+        let mut layer =
+            |name: &str, fan_in: usize, out: usize| seeded_linear(&(&e / name), fan_in, out, rng);
         Encoder {
             hidden: layer("hidden", in_dim, hidden),
             logits: layer("logits", hidden, num_codebooks * num_codes),

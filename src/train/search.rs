@@ -390,8 +390,7 @@ mod tests {
         let mut rng = Rng::new(1);
         let centres = Tensor::from_slice(&[0f32, 0., 10., 10., -10., 10.]).view([3, 2]);
         let labels = Tensor::arange(300, (Kind::Int64, Device::Cpu)).remainder(3);
-        let pts = centres.index_select(0, &labels)
-            + rng.normal_of(&[300, 2], 0.1);
+        let pts = centres.index_select(0, &labels) + rng.normal_of(&[300, 2], 0.1);
         let c = kmeans(&pts, 3, 10, &mut rng);
         let a = assign(&pts, &c);
         // Same partition as the labels, up to renaming.

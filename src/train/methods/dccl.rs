@@ -9,11 +9,11 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use super::{Learner, Split, fit, to_host};
-use crate::train::Rng;
-use crate::train::model::seeded_linear;
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
 use crate::progress::Progress;
+use crate::train::Rng;
+use crate::train::model::seeded_linear;
 use crate::train::{TrainConfig, TrainError, Trained};
 
 /// Keeps `log α` finite where softplus underflows to zero.
@@ -183,7 +183,9 @@ pub(super) fn train(
         &mut rng,
     );
     let stage_name = "dccl";
-    fit(emb, cfg, device, &split, &vs, &net, &mut rng, stage_name, progress, stage)
+    fit(
+        emb, cfg, device, &split, &vs, &net, &mut rng, stage_name, progress, stage,
+    )
 }
 
 #[cfg(test)]

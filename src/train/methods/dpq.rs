@@ -27,10 +27,10 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::{Learner, Split, fit, to_host};
-use crate::train::Rng;
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
 use crate::embeddings::Embeddings;
 use crate::progress::Progress;
+use crate::train::Rng;
 use crate::train::{TrainConfig, TrainError, Trained};
 
 /// Which DPQ.
@@ -295,7 +295,9 @@ pub(super) fn train(
         &init,
     );
     let name = cfg.method.name();
-    fit(emb, cfg, device, &split, &vs, &net, &mut rng, name, progress, stage)
+    fit(
+        emb, cfg, device, &split, &vs, &net, &mut rng, name, progress, stage,
+    )
 }
 
 #[cfg(test)]
@@ -485,7 +487,7 @@ mod tests {
     #[test]
     fn sx_forward_is_one_hot_and_gradients_reach_keys() {
         let (net, x, _vs) = small(Variant::Softmax, 5, 8, 32);
-        let loss = net.loss(&x, 1.0);
+        let loss = net.loss(&x, 1.0, &mut Rng::new(0));
         loss.backward();
         let kg = net.keys.as_ref().unwrap().grad();
         assert!(kg.abs().sum(Kind::Float).double_value(&[]) > 0.0);
