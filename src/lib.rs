@@ -5,8 +5,9 @@
 //! (Chen, Min & Sun, ICML 2018).
 //!
 //! Data flows one way: [`input`] reads a file into [`embeddings::Embeddings`]; the trainer
-//! (feature `train`, LibTorch) learns a [`compressed::Compressed`]; [`format`] writes and reads
-//! it as a `.kdz`; decoding, inspection and export need no LibTorch.
+//! (feature `train`, LibTorch) learns a [`compressed::Compressed`] under the options of
+//! [`train_config`] (which need no LibTorch); [`format`] writes and reads it as a `.kdz`;
+//! decoding, inspection and export need no LibTorch.
 #![deny(missing_docs)]
 
 pub mod analogy;
@@ -27,4 +28,5 @@ pub mod progress;
 pub mod report;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod train_config;
 pub mod vocab;

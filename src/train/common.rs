@@ -49,13 +49,16 @@ pub(super) fn restore(vs: &nn::VarStore, saved: &[Tensor]) {
 }
 
 /// Codes `[N, D]` of any integer kind, on any device, as a code table of `k` values. Takes the
-/// tensor so that it is freed as soon as it is copied, and copies a slice of rows at a time: the
-/// full GloVe set's 12.8M codes never exist in a wider type (an `i32` copy of them was a 100 MB
-/// spike at the end of training).
-pub(super) fn codes_to_host(codes: Tensor, k: u32, dd: usize) -> Result<Codes, TrainError> {
+/// tensor so that it is freed as soon as it is copied, and copies a slice of rows at a time so
+/// that the codes never exist whole in a wider type.
+pub(super) fn codes_to_host(
+    codes: Tensor,
+    k: u32,
+    num_codebooks: usize,
+) -> Result<Codes, TrainError> {
     const ROWS: i64 = 1 << 14;
     let n = codes.size().first().copied().unwrap_or(0);
-    let mut out: Vec<u16> = Vec::with_capacity(n as usize * dd);
+    let mut out: Vec<u16> = Vec::with_capacity(n as usize * num_codebooks);
     let mut buf: Vec<i32> = Vec::new();
     for start in (0..n).step_by(ROWS as usize) {
         let len = ROWS.min(n - start);
@@ -65,15 +68,15 @@ pub(super) fn codes_to_host(codes: Tensor, k: u32, dd: usize) -> Result<Codes, T
             .to_kind(Kind::Int)
             .contiguous()
             .view(-1);
-        buf.resize(len as usize * dd, 0);
-        part.f_copy_data(&mut buf, len as usize * dd)
+        buf.resize(len as usize * num_codebooks, 0);
+        part.f_copy_data(&mut buf, len as usize * num_codebooks)
             .map_err(|e| torch_err("export", e))?;
         // Codes are argmins or argmaxes over K <= 65536 entries, so they fit u16; Codes::new
         // still checks each against K.
         out.extend(buf.iter().map(|&c| c.clamp(0, u16::MAX as i32) as u16));
     }
     drop(codes);
-    Ok(Codes::new(k, dd, out)?)
+    Ok(Codes::new(k, num_codebooks, out)?)
 }
 
 /// Scores what users will decode: the pure-Rust composer on the discrete codes, chunk by chunk
@@ -86,14 +89,14 @@ pub(super) fn final_scores(
     workers: usize,
 ) -> Result<Scores, TrainError> {
     const ROWS: usize = 4096;
-    let (d, dd) = (composer.config().out_dim, codes.d());
+    let (d, positions) = (composer.config().out_dim, codes.d());
     let all = codes.as_slice();
     let mut queries = vec![0f32; reference.rows().len() * d];
     for (&r, out) in reference.rows().iter().zip(queries.chunks_exact_mut(d)) {
-        composer.decode_batch(&all[r * dd..(r + 1) * dd], out);
+        composer.decode_batch(&all[r * positions..(r + 1) * positions], out);
     }
     let first = reference.scorer(host, &queries)?;
-    let n = all.len() / dd.max(1);
+    let n = all.len() / positions.max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let scorers: Vec<Result<ChunkScorer, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers.max(1))
@@ -108,7 +111,8 @@ pub(super) fn final_scores(
                         }
                         let len = ROWS.min(n - start);
                         let out = &mut buf[..len * d];
-                        composer.decode_batch(&all[start * dd..(start + len) * dd], out);
+                        composer
+                            .decode_batch(&all[start * positions..(start + len) * positions], out);
                         scorer.add(start, out)?;
                     }
                 })

@@ -41,7 +41,6 @@ struct Lstm {
     bias_hh: Tensor,
 }
 
-/// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
 /// A linear layer `fan_in -> out` whose weight and bias are uniform in ±1/sqrt(fan-in), drawn
 /// from `rng` (tch's own initialisers would draw from LibTorch's process-global generator).
 pub(crate) fn seeded_linear(p: &nn::Path, fan_in: usize, out: usize, rng: &mut Rng) -> nn::Linear {
@@ -58,6 +57,7 @@ pub(crate) fn seeded_linear(p: &nn::Path, fan_in: usize, out: usize, rng: &mut R
     l
 }
 
+/// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
 fn bound(fan_in: usize) -> f64 {
     1.0 / (fan_in.max(1) as f64).sqrt()
 }
@@ -247,6 +247,14 @@ impl ComposerNet {
         self.compose(&self.code_vectors(codes))
     }
 
+    /// Floats of scratch per row of [`ComposerNet::decode`], to size chunks: the code vectors
+    /// and their sum, the hidden layer's temporaries, the output and its difference to the
+    /// original.
+    pub fn memory_per_row(&self) -> i64 {
+        let c = &self.config;
+        (c.num_codebooks * c.code_dim * 2 + c.hidden * 6 + c.out_dim * 2) as i64
+    }
+
     /// Every variable under its contract name, for [`crate::composer::Composer::new`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
         let mut v = vec![
@@ -352,6 +360,11 @@ impl Encoder {
             num_codebooks: self.num_codebooks,
             num_codes: self.num_codes,
         }
+    }
+
+    /// Floats of scratch per row of [`Encoder::logits`] and their argmax, to size chunks.
+    pub fn memory_per_row(&self) -> i64 {
+        self.num_codebooks * self.num_codes * 2 + self.hidden.ws.size()[0]
     }
 
     /// Logits `[B, D, K]` of word vectors `[B, d]`.

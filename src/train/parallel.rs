@@ -62,7 +62,7 @@ where
         }
         // The workers are gone; their allocator arenas keep the pages of every chunk's
         // temporaries unless handed back, and the next pass allocates other sizes on top.
-        crate::train::release_free_memory();
+        crate::train::allocator::release_free_memory();
         all.sort_by_key(|(j, _)| *j);
         (states, all.into_iter().map(|(_, t)| t).collect())
     })

@@ -323,8 +323,7 @@ mod tests {
         }
     }
 
-    /// Measured on the 2k-row slice with seed 11: SX 6.49 (cosine 0.884), VQ 4.05 (0.928);
-    /// before the groups were balanced (3 of the 16 groups padding alone) 6.94 and 5.26.
+    /// Measured on the 2k-row slice with seed 11: SX 6.49 (cosine 0.884), VQ 4.05 (0.928).
     /// Entries that never move from their K random starting words stay well above.
     const SX_MSE: f64 = 8.0;
     const VQ_MSE: f64 = 5.0;
@@ -390,8 +389,8 @@ mod tests {
         }
     }
 
-    /// With d = 50, D = 32 used to leave 7 groups of pure padding whose codes never changed.
-    /// Now every position holds one or two values, so its code depends on the word.
+    /// With d = 50 and D = 32 every position holds one or two values (none is padding alone), so
+    /// its code depends on the word.
     #[test]
     fn every_position_carries_information_at_d_32() {
         let (net, x, _vs) = small(Variant::Vq, 32, 16, 200);
@@ -405,8 +404,8 @@ mod tests {
         }
     }
 
-    /// D = 40 used to train exactly what D = 32 did (both width 2, 25 groups holding values).
-    /// Measured on the 2k-row slice, seed 11, 8 epochs: 1.75 at D = 32, 1.24 at D = 40.
+    /// Balanced groups make every extra group count, even where D does not divide d (measured
+    /// on the 2k-row slice, seed 11, 8 epochs: 1.75 at D = 32, 1.24 at D = 40).
     #[test]
     fn vq_with_more_groups_than_divide_d_does_better() {
         let emb = glove(2000);
