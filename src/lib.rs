@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod analogy;
+mod atomic_file;
 pub mod code_stats;
 pub mod codes;
 pub mod composer;
