@@ -126,6 +126,7 @@ pub(crate) struct NearestLists {
     queries: std::sync::Arc<Vec<f32>>,
     /// Per query, the row left out of its list (its own).
     own: std::sync::Arc<Vec<usize>>,
+    k: usize,
     tops: Vec<TopK>,
 }
 
@@ -138,16 +139,17 @@ impl NearestLists {
             queries: std::sync::Arc::new(queries),
             tops: vec![TopK::new(k); own.len()],
             own: std::sync::Arc::new(own),
+            k,
         }
     }
 
     /// Empty lists for the same queries, for another thread.
     pub(crate) fn fork(&self) -> Self {
-        let k = self.tops.first().map_or(0, |t| t.k);
         NearestLists {
             queries: self.queries.clone(),
             own: self.own.clone(),
-            tops: vec![TopK::new(k); self.tops.len()],
+            k: self.k,
+            tops: vec![TopK::new(self.k); self.tops.len()],
         }
     }
 
@@ -156,7 +158,7 @@ impl NearestLists {
         self.offer(first, rows, dim, |_, v| inverse_norm(v));
     }
 
-    /// [`NearestLists::add`] with each row's inverse norm from `scale`.
+    /// [`NearestLists::add`] with each row's inverse norm (0: no direction) from `scale`.
     fn offer(
         &mut self,
         first: usize,
