@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod analogy;
+mod atomic_file;
+pub mod code_stats;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
@@ -25,6 +27,7 @@ pub mod input;
 pub mod inspect;
 mod linalg;
 pub mod method;
+pub mod neighbours;
 pub mod progress;
 pub mod report;
 #[cfg(feature = "train")]

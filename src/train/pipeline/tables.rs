@@ -10,6 +10,7 @@ use crate::composer::ComposerKind;
 use crate::train::model::ComposerNet;
 use crate::train::parallel::{chunks, par_chunks};
 use crate::train::quantize::additive::chunk;
+use crate::train::quantize::kmeans::KMeans;
 use crate::train::quantize::lsq::{self, NormalEquations};
 use crate::train::quantize::rq;
 use crate::train::reporter::Reporter;
@@ -21,7 +22,10 @@ use crate::train::{TrainError, allocator};
 /// and need many points.
 const KMEANS_POINTS_PER_CODE: usize = 1024;
 const KMEANS_MAX_POINTS: usize = 65_536;
-const KMEANS_ITERATIONS: usize = 15;
+/// Lloyd iterations per progressive round, and the rounds (faiss's residual quantizer's
+/// defaults): see `quantize::kmeans` for why the rounds matter in high dimensions.
+const KMEANS_ITERATIONS: usize = 10;
+const KMEANS_ROUNDS: usize = 10;
 /// Ridge of the least-squares fit, relative to the mean number of words per code.
 const RIDGE: f64 = 1e-4;
 /// ICM sweeps per re-encoding.
@@ -50,14 +54,13 @@ pub(super) fn stage_rq(
             .index_select(0, &set.train_rows.index_select(0, &pick));
         // Greedy residuals (a beam of 1): training the tables along a wider beam, as faiss does,
         // costs several times more for no better tables here.
-        rq::residual_kmeans(
-            &sample,
-            set.num_codebooks,
-            set.k,
-            KMEANS_ITERATIONS,
-            1,
-            &mut out.rng,
-        )
+        let kmeans = KMeans {
+            k: set.k,
+            iterations: KMEANS_ITERATIONS,
+            progressive_rounds: KMEANS_ROUNDS,
+            workers: set.workers,
+        };
+        rq::residual_kmeans(&sample, set.num_codebooks, &kmeans, 1, &mut out.rng)
     });
     // k-means' temporaries are freed, but the allocator keeps their pages for itself.
     allocator::release_free_memory();

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::kmeans::kmeans;
+use super::kmeans::KMeans;
 use crate::train::rng::Rng;
 
 /// Floats of scratch per row for a beam search of width `beam` over tables of `k` codes of
@@ -13,14 +13,13 @@ pub fn memory_per_row(beam: i64, k: i64, d: i64) -> i64 {
     beam * (k + d) * 12
 }
 
-/// Residual k-means tables `[D, K, d]` learned on `sample` (rows of word vectors), the way a
-/// residual quantizer with beam search trains: table i is k-means of what the `beam` best
-/// partial encodings of each sample row (with tables 0..i) leave unexplained.
+/// Residual k-means tables `[D, K, d]` (K = `kmeans.k`) learned on `sample` (rows of word
+/// vectors), the way a residual quantizer with beam search trains: table i is k-means of what
+/// the `beam` best partial encodings of each sample row (with tables 0..i) leave unexplained.
 pub fn residual_kmeans(
     sample: &Tensor,
     num_codebooks: i64,
-    num_codes: i64,
-    iterations: usize,
+    kmeans: &KMeans,
     beam: i64,
     rng: &mut Rng,
 ) -> Tensor {
@@ -28,7 +27,7 @@ pub fn residual_kmeans(
     let mut state = Beam::start(sample);
     let mut tables = Vec::with_capacity(num_codebooks as usize);
     for _ in 0..num_codebooks {
-        let table = kmeans(&state.residual.reshape([-1, d]), num_codes, iterations, rng);
+        let table = kmeans.fit(&state.residual.reshape([-1, d]), rng);
         let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
         state.extend(&table, &norms, beam);
         tables.push(table);
