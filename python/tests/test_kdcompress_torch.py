@@ -1,16 +1,16 @@
-"""KdEmbedding against the kdcompress binary: same vectors as its decoder, gradients that flow.
+"""KdEmbedding loaded from the safetensors export, against the kdcompress binary: same vectors
+as its decoder, gradients that flow.
 
-Needs the built binaries: ``KDCOMPRESS_BIN`` (default ``target/release/kdcompress``) and
-``KDCOMPRESS_MAKE_KDZ`` (default ``target/release/examples/make_kdz``, from
-``cargo build --release --example make_kdz``). Run from anywhere with
-``python -m unittest discover -s python/tests -v``.
+Needs the installed package (``make python``) and the built binaries: ``KDCOMPRESS_BIN``
+(default ``target/release/kdcompress``) and ``KDCOMPRESS_MAKE_KDZ`` (default
+``target/release/examples/make_kdz``, from ``cargo build --release --example make_kdz``).
+``make test`` runs it with pytest.
 """
 
 import json
 import os
 import struct
 import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
+from kdcompress.torch import KdEmbedding
 
-from kdcompress_torch import KdEmbedding  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def binary(env: str, default: str) -> Path:
