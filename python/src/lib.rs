@@ -280,7 +280,9 @@ impl Reader {
     ) -> PyResult<Bound<'py, PyByteArray>> {
         self.check_rows(&rows)?;
         let len = rows.len() * self.kdz.dim();
-        float_buffer(py, self.path(), len, |out| self.decode_rows_into(&rows, out))
+        float_buffer(py, self.path(), len, |out| {
+            self.decode_rows_into(&rows, out)
+        })
     }
 
     /// Every code unpacked, `[N, D]` u16 in native byte order.
