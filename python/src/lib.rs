@@ -113,17 +113,12 @@ fn open(py: Python<'_>, path: PathBuf) -> PyResult<Reader> {
             kdz,
             unit: OnceLock::new(),
         }),
-        Err(e @ FormatError::Io { .. }) => {
-            let errno = match &e {
-                FormatError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
-                _ => 0,
-            };
-            Err(PyOSError::new_err((
-                errno,
-                chain(&e),
-                path.display().to_string(),
-            )))
-        }
+        // OSError(errno, strerror, filename) becomes FileNotFoundError, PermissionError, ...
+        Err(FormatError::Io { action, source, .. }) => Err(PyOSError::new_err((
+            source.raw_os_error().unwrap_or(0),
+            format!("cannot {action}: {source}"),
+            path.display().to_string(),
+        ))),
         Err(e) => Err(kdz_error(py, &path, chain(&e))),
     }
 }
