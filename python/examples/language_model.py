@@ -8,7 +8,7 @@ cover has one, the rest share a trained ``<unk>`` vector), a tanh layer of 128 u
 predicts the next word among the 1,000 most frequent training words plus ``<unk>``. The
 embeddings are frozen in both runs, so the only difference is where the input vectors come
 from. The first 270 articles train, the last 30 give the perplexity. Run from the repository
-root after ``make python tools`` (about a minute per run on 2 cores)::
+root after ``make python tools`` (a few minutes per run on 2 cores)::
 
     target/release/kdcompress fixtures/glove.6B.50d.head5k.txt -K 32 -D 32 -o /tmp/g5k.kdz
     ~/.cache/kdcompress/torch-2.11.0/bin/python python/examples/language_model.py \\

@@ -199,6 +199,9 @@ class Kdz:
         """Rows for a sequence or array of words or row numbers, and the shape it had."""
         if isinstance(keys, str):
             raise TypeError("vectors() takes a sequence of words or ids; use kd[word] for one")
+        if isinstance(keys, (list, tuple)) and any(isinstance(k, str) for k in keys):
+            # Not through numpy, which would turn the ids of a mixed list into strings.
+            return [self._row(k) for k in keys], (len(keys),)
         if hasattr(keys, "detach") and hasattr(keys, "cpu"):  # a torch tensor
             keys = keys.detach().cpu().numpy()
         arr = np.asarray(keys)

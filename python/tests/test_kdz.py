@@ -36,6 +36,7 @@ def test_decode_equals_cli_export(tables, name):
     rows = [3, 0, len(kd) - 1, 3]
     np.testing.assert_array_equal(kd.vectors(rows), expected[rows])
     np.testing.assert_array_equal(kd.vectors([words[r] for r in rows]), expected[rows])
+    np.testing.assert_array_equal(kd.vectors((words[3], 0)), expected[[3, 0]])
     np.testing.assert_array_equal(kd[words[5]], expected[5])
     np.testing.assert_array_equal(kd[5], expected[5])
     # Any shape of ids keeps its shape.
