@@ -144,12 +144,13 @@ class Kdz:
     def metadata(self) -> Dict[str, Any]:
         """How the file was made (method, source file, training options, metrics), as the
         metadata section holds it."""
-        return json.loads(self._reader.metadata_json())
+        meta: Dict[str, Any] = json.loads(self._reader.metadata_json())
+        return meta
 
     @property
     def bits_per_word(self) -> int:
         """Bits of code per word: ``D * ceil(log2 K)``."""
-        return self.config["num_codebooks"] * self._reader.bits_per_code
+        return int(self.config["num_codebooks"]) * self._reader.bits_per_code
 
     @property
     def file_size(self) -> int:
@@ -167,7 +168,8 @@ class Kdz:
 
     def code(self, word: Key) -> np.ndarray:
         """The D codes of one word (or row)."""
-        return self.codes[self._row(word)]
+        row: np.ndarray = self.codes[self._row(word)]
+        return row
 
     @property
     def norms(self) -> Optional[np.ndarray]:
@@ -281,8 +283,7 @@ class Kdz:
         if vector is None and not pos and not neg:
             raise ValueError("most_similar needs at least one positive or negative word")
         found = self._reader.most_similar(pos, neg, topn, vector)
-        words = self.words
-        return [(words[row], cosine) for row, cosine in found]
+        return [(self._reader.word(row), cosine) for row, cosine in found]
 
     def similar_by_vector(self, vector: np.ndarray, topn: int = 10) -> List[Tuple[str, float]]:
         """The ``topn`` words whose decoded vectors are nearest by cosine to ``vector``."""
@@ -297,8 +298,7 @@ class Kdz:
     def same_code(self, word: Key) -> List[str]:
         """The other words with exactly the code of ``word`` (they decode to the same vector),
         in row order, as ``kdcompress codes`` lists them."""
-        words = self.words
-        return [words[r] for r in self._reader.same_code(self._row(word))]
+        return [self._reader.word(r) for r in self._reader.same_code(self._row(word))]
 
     def __repr__(self) -> str:
         c = self.config
