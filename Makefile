@@ -74,8 +74,10 @@ $(PY_TOOLS_STAMP): $(TORCH_STAMP)
 	touch $@
 
 # `pip wheel ./python` is what `pip install ./python` runs (maturin, through pyproject.toml);
-# without build isolation it uses the venv's maturin instead of fetching one.
+# without build isolation it uses the venv's maturin instead of fetching one. Wheels built over
+# two weeks ago are dropped then (rebuilt if still wanted).
 $(WHEEL_STAMP): $(PY_TOOLS_STAMP)
+	find $(CACHE_DIR)/wheels -mindepth 1 -maxdepth 1 -mtime +14 -exec rm -rf {} + 2>/dev/null || true
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(PY) -m pip wheel --no-build-isolation --no-deps -w $(WHEEL_DIR) ./python
 	touch $@
