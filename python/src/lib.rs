@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 
 use kdcompress::codes::unpack_row;
 use kdcompress::format::{FormatError, Kdz};
-use kdcompress::inspect::{self, UnitRows};
+use kdcompress::inspect;
+use kdcompress::neighbours::UnitRows;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyType};
