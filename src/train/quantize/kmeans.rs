@@ -302,17 +302,17 @@ mod tests {
         assert!(fit(1).equal(&fit(3)));
     }
 
-    /// Near-isotropic high-dimensional points with a few strong directions, as the residuals of
-    /// later tables are: plain Lloyd from random points leaves most clusters nearly empty;
-    /// the progressive rounds use the centroids far more evenly and fit better.
+    /// High-dimensional points whose norms vary from row to row (a log-normal scale on a
+    /// power-law spectrum), as word vectors and their residuals do: Lloyd in all dimensions lets
+    /// the centroids of small norm take nearly every point (measured: 3.2 of 6 bits of entropy);
+    /// the progressive rounds use them evenly (5.3 bits) and fit better.
     #[test]
     fn progressive_rounds_keep_high_dimensional_centroids_in_use() {
         let mut rng = Rng::new(5);
         let (m, d, k) = (4096, 256, 64);
-        let scale: Vec<f32> = (0..d)
-            .map(|j| if j < 8 { 3.0 } else { 1.0 } / (1.0 + j as f32).powf(0.15))
-            .collect();
-        let pts = rng.normal_of(&[m, d], 1.0) * Tensor::from_slice(&scale).view([1, d]);
+        let spectrum: Vec<f32> = (0..d).map(|j| (1.0 + j as f32).powf(-0.3)).collect();
+        let scale = rng.normal_of(&[m, 1], 0.5).exp();
+        let pts = rng.normal_of(&[m, d], 1.0) * Tensor::from_slice(&spectrum).view([1, d]) * scale;
         let fit = |rounds| {
             KMeans {
                 k,
@@ -326,7 +326,11 @@ mod tests {
         let (e0, e1) = (error(&pts, &plain), error(&pts, &progressive));
         let (h0, h1) = (entropy_bits(&pts, &plain), entropy_bits(&pts, &progressive));
         eprintln!("plain: mse {e0:.3} entropy {h0:.2}; progressive: mse {e1:.3} entropy {h1:.2}");
-        assert!(e1 < e0, "progressive {e1} vs plain {e0}");
-        assert!(h1 > 5.5, "entropy {h1} of 6 bits");
+        assert!(
+            h0 < 4.5,
+            "the plain run no longer collapses ({h0} bits): the test lost its point"
+        );
+        assert!(h1 > 4.8, "progressive entropy {h1} of 6 bits");
+        assert!(e1 < 0.99 * e0, "progressive {e1} vs plain {e0}");
     }
 }
