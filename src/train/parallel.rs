@@ -22,6 +22,25 @@ where
     T: Send,
     F: Fn(&mut S, i64, i64) -> T + Sync,
 {
+    if chunks.len() <= 1 {
+        // One chunk: run it here. A thread and an allocator trim per pass would cost more than
+        // small passes (k-means on a few thousand points runs thousands of them) take.
+        let mut states = states;
+        let results = match states.first_mut() {
+            Some(state) => tch::no_grad(|| {
+                chunks
+                    .iter()
+                    .map(|&(s, len)| {
+                        let r = f(state, s, len);
+                        on_done(len);
+                        r
+                    })
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        return (states, results);
+    }
     let workers = states.len().max(1);
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|scope| {
