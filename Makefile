@@ -18,7 +18,22 @@ export PATH := $(VENV)/bin:$(PATH)
 BIN := target/release/kdcompress
 FIXTURE := fixtures/glove.6B.50d.head5k.txt
 
-.PHONY: run test build bench data torch tools fmt clippy lint
+# The Python package (python/): maturin builds an abi3 wheel from the LibTorch-free reader. The
+# wheel is cached outside the clone, keyed by a hash of every file that goes into it, so `make
+# test` rebuilds it only when those change; the install stamp in the venv carries the same key.
+PY_TOOLS_STAMP := $(VENV)/.pytools-1
+WHEEL_SOURCES := Cargo.toml Cargo.lock build.rs $(shell find src python -type f \
+	\( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name '*.toml' -o -name py.typed \) \
+	-not -path 'src/train/*' -not -path 'src/cli/*' -not -path 'src/main.rs' \
+	-not -path 'python/tests/*' -not -path 'python/examples/*' | LC_ALL=C sort)
+WHEEL_KEY := $(shell sha256sum $(WHEEL_SOURCES) | sha256sum | cut -c1-16)
+WHEEL_DIR := $(CACHE_DIR)/wheels/$(WHEEL_KEY)
+WHEEL_STAMP := $(WHEEL_DIR)/.built
+WHEEL_INSTALLED := $(VENV)/.kdcompress-$(WHEEL_KEY)
+# A numpy wheel, so the fresh-virtualenv test installs with no network.
+WHEELHOUSE := $(CACHE_DIR)/wheelhouse
+
+.PHONY: run test build bench data torch tools python fmt clippy lint
 
 run: build
 	@echo "== compressing $(FIXTURE) (real GloVe 6B 50d, first 5,000 words) =="
@@ -34,7 +49,9 @@ test: $(TORCH_STAMP)
 	cargo test --release --locked --no-default-features --lib
 	cargo test --release --locked
 	cargo build --release --locked --example make_kdz
-	$(PY) -m unittest discover -s python/tests -v
+	$(MAKE) --no-print-directory python
+	KDCOMPRESS_WHEEL="$$(ls $(WHEEL_DIR)/kdcompress-*.whl)" KDCOMPRESS_WHEELHOUSE=$(WHEELHOUSE) \
+		$(PY) -m pytest -p no:cacheprovider -q python/tests
 
 torch: $(TORCH_STAMP)
 
@@ -44,6 +61,30 @@ $(TORCH_STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) numpy safetensors
+	touch $@
+
+# Builds the wheel (if its sources changed) and installs it into the cached venv.
+python: $(WHEEL_INSTALLED)
+
+$(PY_TOOLS_STAMP): $(TORCH_STAMP)
+	$(PY) -m pip install -q maturin==1.16.0 pytest==9.2.0
+	mkdir -p $(WHEELHOUSE)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d $(WHEELHOUSE) \
+		numpy==$$($(PY) -c 'import numpy; print(numpy.__version__)')
+	touch $@
+
+# `pip wheel ./python` is what `pip install ./python` runs (maturin, through pyproject.toml);
+# without build isolation it uses the venv's maturin instead of fetching one. Wheels built over
+# two weeks ago are dropped then (rebuilt if still wanted).
+$(WHEEL_STAMP): $(PY_TOOLS_STAMP)
+	find $(CACHE_DIR)/wheels -mindepth 1 -maxdepth 1 -mtime +14 -exec rm -rf {} + 2>/dev/null || true
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(PY) -m pip wheel --no-build-isolation --no-deps -w $(WHEEL_DIR) ./python
+	touch $@
+
+$(WHEEL_INSTALLED): $(WHEEL_STAMP)
+	rm -f $(VENV)/.kdcompress-*
+	$(PY) -m pip install -q --force-reinstall --no-deps $(WHEEL_DIR)/kdcompress-*.whl
 	touch $@
 
 # Python tools for `make data` and `make bench` (faiss baselines), in the same cached venv.
@@ -74,6 +115,7 @@ fmt:
 clippy: $(TORCH_STAMP)
 	cargo clippy --release --locked --all-targets -- -D warnings
 	cargo clippy --release --locked --no-default-features --lib --bins -- -D warnings
+	cargo clippy --release --locked -p kdcompress-python --all-targets -- -D warnings
 
 # What CI checks besides the tests: formatting and lints, with and without LibTorch.
 lint: clippy

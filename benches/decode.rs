@@ -96,7 +96,7 @@ fn main() {
         let words_per_s = N as f64 / all.as_secs_f64();
         let words_per_cpu_s = all_cpu.map_or(f64::NAN, |c| N as f64 / c);
 
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let words: Vec<&str> = (0..LOOKUPS)
             .map(|_| kdz.vocab().word(rng.below(N as u64) as usize).unwrap_or(""))
             .collect();

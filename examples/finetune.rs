@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use kdcompress::embedding_layer::KdEmbedding;
 use kdcompress::format::Kdz;
+use kdcompress::train::embedding_layer::KdEmbedding;
 use tch::nn::{Module, OptimizerConfig};
 use tch::{Device, Tensor, nn};
 

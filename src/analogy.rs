@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::inspect::UnitRows;
-use crate::linalg::dot;
+use crate::neighbours::{TopK, UnitRows};
 use crate::vocab::Vocab;
 
 /// A questions file that cannot be read.
@@ -186,44 +185,30 @@ impl AnalogyTask {
     }
 
     /// Answers every question with 3CosAdd on `unit` (rows in the vocabulary's order) and
-    /// scores them. All-zero rows are never an answer.
+    /// scores them. All-zero rows are never an answer; of equal scores the lower row (the more
+    /// frequent word) is.
     pub fn score(&self, unit: &UnitRows) -> AnalogyResult {
         let dim = unit.dim();
-        let limit = self.candidates.min(unit.len());
         // Questions per block: each candidate row is loaded once per block, not per question.
         const BLOCK: usize = 32;
         let right: Vec<bool> = self
             .questions
             .par_chunks(BLOCK)
             .flat_map_iter(|block| {
-                let targets: Vec<Vec<f32>> = block
+                let targets: Vec<f32> = block
                     .iter()
-                    .map(|(_, [a, b, c, _])| {
+                    .flat_map(|(_, [a, b, c, _])| {
                         let (a, b, c) = (unit.row(*a), unit.row(*b), unit.row(*c));
-                        (0..dim).map(|j| b[j] - a[j] + c[j]).collect()
+                        (0..dim).map(move |j| b[j] - a[j] + c[j])
                     })
                     .collect();
-                let mut best = vec![(f32::NEG_INFINITY, usize::MAX); block.len()];
-                for x in 0..limit {
-                    let v = unit.row(x);
-                    if v.iter().all(|&e| e == 0.0) {
-                        continue;
-                    }
-                    for (i, (_, q)) in block.iter().enumerate() {
-                        if x == q[0] || x == q[1] || x == q[2] {
-                            continue;
-                        }
-                        let s = dot(v, &targets[i]);
-                        // Strictly greater: ties go to the lower row, the more frequent word.
-                        if s > best[i].0 {
-                            best[i] = (s, x);
-                        }
-                    }
-                }
+                let mut best = vec![TopK::new(1); block.len()];
+                let asked = |i: usize, row: usize| block[i].1[..3].contains(&row);
+                unit.offer_to(self.candidates, &targets, asked, &mut best);
                 block
                     .iter()
                     .zip(best)
-                    .map(|((_, q), (_, pick))| pick == q[3])
+                    .map(|((_, q), top)| top.sorted().first().is_some_and(|n| n.row == q[3]))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -8,14 +8,16 @@
 //! - [`similarity_spearman`]: Spearman correlation of cosine similarities with human scores
 //!   (WordSim-353, SimLex-999 files).
 //! - [`code_usage`]: how many distinct code rows are used and the largest group sharing one.
+//!
+//! Neighbours are found by [`crate::neighbours`], code usage is counted by [`crate::code_stats`].
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::codes::Codes;
+pub use crate::code_stats::{CodeUsage, code_usage};
 use crate::linalg::dot;
+use crate::neighbours::{NearestLists, inverse_norm, nearest_rows};
 
 /// What can go wrong while measuring.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +104,6 @@ pub fn mse(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalErr
     Ok(if n == 0 { 0.0 } else { total / n as f64 })
 }
 
-fn inverse_norm(a: &[f32]) -> f32 {
-    let n = dot(a, a).sqrt();
-    if n > 0.0 { 1.0 / n } else { 0.0 }
-}
-
 /// Mean cosine between each decoded row and its original; a zero vector has cosine 0.
 pub fn mean_cosine(original: &[f32], decoded: &[f32], dim: usize) -> Result<f64, EvalError> {
     let n = same_shape(original, decoded, dim)?;
@@ -166,11 +163,8 @@ pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<usize> {
     all
 }
 
-/// Queries scanned together, so each database row is loaded once per block.
-const QUERY_BLOCK: usize = 8;
-
 /// The `k` nearest rows by cosine to each of `queries` (rows of `matrix`), excluding the query
-/// itself, best first; ties go to the lower row.
+/// itself, best first, ranked as [`crate::neighbours`] ranks.
 pub fn nearest_by_cosine(
     matrix: &[f32],
     dim: usize,
@@ -185,39 +179,7 @@ pub fn nearest_by_cosine(
             found: bad,
         });
     }
-    let inv: Vec<f32> = matrix.par_chunks(dim).map(inverse_norm).collect();
-    let results: Vec<Vec<Vec<u32>>> = queries
-        .par_chunks(QUERY_BLOCK)
-        .map(|block| {
-            let q: Vec<Vec<f32>> = block
-                .iter()
-                .map(|&r| {
-                    let row = &matrix[r * dim..(r + 1) * dim];
-                    row.iter().map(|v| v * inv[r]).collect()
-                })
-                .collect();
-            let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); block.len()];
-            for (j, row) in matrix.chunks_exact(dim).enumerate() {
-                for (b, qv) in q.iter().enumerate() {
-                    if block[b] == j {
-                        continue;
-                    }
-                    let s = dot(qv, row) * inv[j];
-                    let list = &mut best[b];
-                    if list.len() == k && list.last().is_none_or(|&(w, _)| s <= w) {
-                        continue;
-                    }
-                    let pos = list.partition_point(|&(v, _)| v >= s);
-                    list.insert(pos, (s, j as u32));
-                    list.truncate(k);
-                }
-            }
-            best.into_iter()
-                .map(|l| l.into_iter().map(|(_, j)| j).collect())
-                .collect()
-        })
-        .collect();
-    Ok(results.into_iter().flatten().collect())
+    Ok(nearest_rows(matrix, dim, queries, k))
 }
 
 /// The original neighbours of sampled words, computed once and compared against many decodings.
@@ -315,20 +277,12 @@ impl NeighbourReference {
                 found: decoded_rows.len(),
             });
         }
-        let queries = decoded_rows
-            .chunks_exact(self.dim.max(1))
-            .flat_map(|row| {
-                let inv = inverse_norm(row);
-                row.iter().map(move |v| v * inv)
-            })
-            .collect();
         Ok(ChunkScorer {
             reference: self,
             original,
-            queries: std::sync::Arc::new(queries),
             squared_error: 0.0,
             cosine: 0.0,
-            best: vec![Vec::with_capacity(self.k + 1); self.rows.len()],
+            nearest: NearestLists::new(decoded_rows.to_vec(), self.dim, self.rows.clone(), self.k),
         })
     }
 }
@@ -354,17 +308,10 @@ pub struct Scores {
 pub struct ChunkScorer<'a> {
     reference: &'a NeighbourReference,
     original: &'a [f32],
-    /// The sampled rows' decoded vectors, normalised, shared by forks.
-    queries: std::sync::Arc<Vec<f32>>,
     squared_error: f64,
     cosine: f64,
-    /// Per sampled word, the best `(cosine, row)` so far: highest first, ties to the lower row.
-    best: Vec<Vec<(f32, u32)>>,
-}
-
-/// `a` ranks before `b`: higher cosine, then lower row (as [`nearest_by_cosine`] ranks).
-fn ranks_before(a: (f32, u32), b: (f32, u32)) -> bool {
-    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+    /// Each sampled word's nearest decoded rows so far (its decoded vector is the query).
+    nearest: NearestLists,
 }
 
 impl ChunkScorer<'_> {
@@ -373,10 +320,9 @@ impl ChunkScorer<'_> {
         ChunkScorer {
             reference: self.reference,
             original: self.original,
-            queries: self.queries.clone(),
             squared_error: 0.0,
             cosine: 0.0,
-            best: vec![Vec::with_capacity(self.reference.k + 1); self.best.len()],
+            nearest: self.nearest.fork(),
         }
     }
 
@@ -392,38 +338,15 @@ impl ChunkScorer<'_> {
             });
         }
         let original = &self.original[start * dim..(start + rows) * dim];
-        let k = self.reference.k;
-        for (i, (row, orig)) in decoded
-            .chunks_exact(dim)
-            .zip(original.chunks_exact(dim))
-            .enumerate()
-        {
-            let j = start + i;
+        for (row, orig) in decoded.chunks_exact(dim).zip(original.chunks_exact(dim)) {
             self.squared_error += row
                 .iter()
                 .zip(orig)
                 .map(|(y, x)| f64::from(x - y).powi(2))
                 .sum::<f64>();
-            let inv = inverse_norm(row);
-            self.cosine += f64::from(dot(orig, row) * inverse_norm(orig) * inv);
-            for ((q, list), &r) in self
-                .queries
-                .chunks_exact(dim)
-                .zip(self.best.iter_mut())
-                .zip(&self.reference.rows)
-            {
-                if r == j {
-                    continue;
-                }
-                let cand = (dot(q, row) * inv, j as u32);
-                if list.len() == k && list.last().is_none_or(|&last| !ranks_before(cand, last)) {
-                    continue;
-                }
-                let pos = list.partition_point(|&e| ranks_before(e, cand));
-                list.insert(pos, cand);
-                list.truncate(k);
-            }
+            self.cosine += f64::from(dot(orig, row) * inverse_norm(orig) * inverse_norm(row));
         }
+        self.nearest.add(start, decoded, dim);
         Ok(())
     }
 
@@ -431,30 +354,13 @@ impl ChunkScorer<'_> {
     pub fn merge(&mut self, other: ChunkScorer) {
         self.squared_error += other.squared_error;
         self.cosine += other.cosine;
-        let k = self.reference.k;
-        for (mine, theirs) in self.best.iter_mut().zip(other.best) {
-            mine.extend(theirs);
-            mine.sort_by(|&a, &b| {
-                if ranks_before(a, b) {
-                    std::cmp::Ordering::Less
-                } else if ranks_before(b, a) {
-                    std::cmp::Ordering::Greater
-                } else {
-                    std::cmp::Ordering::Equal
-                }
-            });
-            mine.truncate(k);
-        }
+        self.nearest.merge(other.nearest);
     }
 
     /// The scores over every row fed (each row must have been fed exactly once).
     pub fn finish(self) -> Scores {
         let n = self.reference.len;
-        let got: Vec<Vec<u32>> = self
-            .best
-            .iter()
-            .map(|l| l.iter().map(|&(_, j)| j).collect())
-            .collect();
+        let got = self.nearest.rows();
         let per_word = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
         Scores {
             mse: per_word(self.squared_error),
@@ -586,43 +492,10 @@ pub fn similarity_spearman<'a>(
     }
 }
 
-/// How the words spread over code rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct CodeUsage {
-    /// Distinct code rows (words with exactly the same D codes count once).
-    pub distinct_rows: usize,
-    /// Largest number of words sharing one code row (such words decode identically).
-    pub largest_group: usize,
-    /// Smallest number of distinct values used at any one of the D positions.
-    pub min_values_per_position: usize,
-}
-
-/// Counts distinct code rows and the largest group of words sharing one.
-pub fn code_usage(codes: &Codes) -> CodeUsage {
-    let mut groups: HashMap<&[u16], usize> = HashMap::with_capacity(codes.len());
-    for r in 0..codes.len() {
-        *groups.entry(codes.row(r)).or_default() += 1;
-    }
-    let d = codes.d();
-    let k = codes.k() as usize;
-    let mut seen = vec![false; d * k];
-    for (i, &c) in codes.as_slice().iter().enumerate() {
-        seen[(i % d) * k + c as usize] = true;
-    }
-    let min_values_per_position = seen
-        .chunks(k)
-        .map(|p| p.iter().filter(|&&s| s).count())
-        .min()
-        .unwrap_or(0);
-    CodeUsage {
-        distinct_rows: groups.len(),
-        largest_group: groups.values().copied().max().unwrap_or(0),
-        min_values_per_position,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]
@@ -792,14 +665,5 @@ mod tests {
         assert_eq!((s.found, s.total), (3, 4));
         // cosines: a-b 0, a-c 0.707, b-c 0.707 against 1, 2, 3: ranks [1, 2.5, 2.5] vs [1, 2, 3].
         assert!((s.spearman.unwrap() - 0.8660254).abs() < 1e-6);
-    }
-
-    #[test]
-    fn code_usage_counts_groups() {
-        let codes = Codes::new(4, 2, vec![0, 1, 0, 1, 2, 3, 0, 1]).unwrap();
-        let u = code_usage(&codes);
-        assert_eq!(u.distinct_rows, 2);
-        assert_eq!(u.largest_group, 3);
-        assert_eq!(u.min_values_per_position, 2);
     }
 }

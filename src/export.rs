@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use safetensors::{Dtype, View};
 
+use crate::atomic_file::{Failure, write_atomically};
 use crate::format::Kdz;
 
 /// What to write.
@@ -219,68 +220,29 @@ fn check_words(kdz: &Kdz, path: &Path, format: ExportFormat) -> Result<(), Expor
     Ok(())
 }
 
-/// Writes through a temporary file in `path`'s directory that replaces `path` only once `fill`
+/// Writes through a temporary file beside `path` that replaces `path` only once `fill`
 /// succeeded and the data reached the disk; without `overwrite`, an existing `path` (even one
-/// created meanwhile) is left alone. Every output of kdcompress other than a `.kdz` (which has
-/// its own writer) goes through here.
+/// created meanwhile) is left alone.
 pub fn atomic_write(
     path: &Path,
     overwrite: bool,
     fill: impl FnOnce(&mut BufWriter<&std::fs::File>) -> io::Result<()>,
 ) -> Result<(), ExportError> {
-    let io_err = |action: &'static str| {
-        move |source| ExportError::Io {
+    write_atomically(path, overwrite, fill).map_err(|failure| match failure {
+        Failure::Exists => ExportError::Exists {
+            path: path.to_owned(),
+        },
+        Failure::Io { action, source } => ExportError::Io {
             path: path.to_owned(),
             action,
             source,
-        }
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // tempfile makes files private (0600); an export is an ordinary output and gets what any
-    // new file gets, 0666 less the umask, as the .kdz writer does.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let tmp = builder
-        .tempfile_in(dir)
-        .map_err(io_err("create a temporary file beside"))?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        fill(&mut w).map_err(io_err("write"))?;
-        w.flush().map_err(io_err("write"))?;
-    }
-    tmp.as_file().sync_all().map_err(io_err("sync"))?;
-    let persisted = if overwrite {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    persisted.map_err(|e| {
-        if e.error.kind() == io::ErrorKind::AlreadyExists {
-            ExportError::Exists {
-                path: path.to_owned(),
-            }
-        } else {
-            ExportError::Io {
-                path: path.to_owned(),
-                action: "move the finished temporary file to",
-                source: e.error,
-            }
-        }
-    })?;
-    Ok(())
+        },
+        Failure::Fill(source) => ExportError::Io {
+            path: path.to_owned(),
+            action: "write",
+            source,
+        },
+    })
 }
 
 /// Rows decoded and formatted per parallel task.

@@ -1,8 +1,9 @@
-//! Looking inside a compressed table: which words share codes, how the codes are used, which
-//! words lie close to a word, and what the user probably meant by a word that is not there.
+//! Looking inside a compressed table: which words share codes, which codes lie close to a code,
+//! and what the user probably meant by a word that is not there. How the codes are used is
+//! counted in [`crate::code_stats`]; which words lie close to a word, in [`crate::neighbours`].
 //!
-//! Everything here works on the unpacked [`Codes`] and the decoded matrix, so it needs no
-//! LibTorch and no original vectors.
+//! Everything here works on the unpacked [`Codes`], so it needs no LibTorch and no original
+//! vectors.
 //!
 //! ```
 //! use kdcompress::codes::Codes;
@@ -125,126 +126,6 @@ pub fn nearest_codes(codes: &Codes, query: &[u16], max: usize) -> Vec<NearCode> 
     out
 }
 
-/// How one code position is used across the vocabulary.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DimUsage {
-    /// Words per code value, K of them.
-    pub counts: Vec<usize>,
-    /// Code values used by at least one word.
-    pub distinct: usize,
-    /// Shannon entropy of the value distribution, in bits; at most `log2 K`.
-    pub entropy_bits: f64,
-}
-
-/// How the codes are used: distinct codes, how words spread over them, and per-position usage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CodeStats {
-    /// Words (N).
-    pub words: usize,
-    /// Codes per position (K).
-    pub k: usize,
-    /// Distinct full codes.
-    pub distinct_codes: usize,
-    /// `(group size, number of codes shared by exactly that many words)`, ascending by size.
-    pub group_sizes: Vec<(usize, usize)>,
-    /// One entry per code position, D of them.
-    pub dims: Vec<DimUsage>,
-}
-
-impl CodeStats {
-    /// Measures `codes`.
-    pub fn new(codes: &Codes) -> Self {
-        let k = codes.k() as usize;
-        let mut per_code: HashMap<&[u16], usize> = HashMap::new();
-        let mut counts = vec![vec![0usize; k]; codes.d()];
-        for row in 0..codes.len() {
-            let code = codes.row(row);
-            *per_code.entry(code).or_default() += 1;
-            for (dim, &c) in code.iter().enumerate() {
-                counts[dim][c as usize] += 1;
-            }
-        }
-        let mut sizes: HashMap<usize, usize> = HashMap::new();
-        for &size in per_code.values() {
-            *sizes.entry(size).or_default() += 1;
-        }
-        let mut group_sizes: Vec<(usize, usize)> = sizes.into_iter().collect();
-        group_sizes.sort_unstable();
-        let n = codes.len();
-        let dims = counts
-            .into_iter()
-            .map(|counts| DimUsage {
-                distinct: counts.iter().filter(|&&c| c > 0).count(),
-                entropy_bits: entropy_bits(&counts, n),
-                counts,
-            })
-            .collect();
-        CodeStats {
-            words: n,
-            k,
-            distinct_codes: per_code.len(),
-            group_sizes,
-            dims,
-        }
-    }
-
-    /// `log2 K`: the entropy of a position whose values are used evenly.
-    pub fn max_entropy_bits(&self) -> f64 {
-        (self.k as f64).log2()
-    }
-
-    /// Words whose full code no other word has.
-    pub fn unique_words(&self) -> usize {
-        self.group_sizes
-            .iter()
-            .find(|&&(size, _)| size == 1)
-            .map_or(0, |&(_, groups)| groups)
-    }
-
-    /// The largest number of words sharing one code (0 for an empty table).
-    pub fn largest_group(&self) -> usize {
-        self.group_sizes.last().map_or(0, |&(size, _)| size)
-    }
-}
-
-fn entropy_bits(counts: &[usize], total: usize) -> f64 {
-    if total == 0 {
-        return 0.0;
-    }
-    let total = total as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / total;
-            -p * p.log2()
-        })
-        .sum::<f64>()
-        // -0.0 for a single used value reads oddly in reports.
-        .max(0.0)
-}
-
-/// Groups `group_sizes` into power-of-two buckets `1, 2, 3-4, 5-8, ...` for display:
-/// `(lowest size, highest size, codes, words)` per non-empty bucket.
-pub fn size_buckets(group_sizes: &[(usize, usize)]) -> Vec<(usize, usize, usize, usize)> {
-    let mut out: Vec<(usize, usize, usize, usize)> = Vec::new();
-    for &(size, count) in group_sizes {
-        if size == 0 {
-            continue;
-        }
-        let hi = size.next_power_of_two();
-        let lo = if hi == 1 { 1 } else { hi / 2 + 1 };
-        match out.last_mut() {
-            Some(b) if b.1 == hi => {
-                b.2 += count;
-                b.3 += count * size;
-            }
-            _ => out.push((lo, hi, count, count * size)),
-        }
-    }
-    out
-}
-
 /// A word the table does not hold, with the closest words it does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -353,88 +234,6 @@ fn bounded_edit_distance(a: &[char], b: &str, bound: usize) -> Option<usize> {
     (d <= bound).then_some(d)
 }
 
-/// Rows of a matrix scaled to unit length, for cosine similarity by dot product.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UnitRows {
-    dim: usize,
-    data: Vec<f32>,
-}
-
-impl UnitRows {
-    /// Normalises each row of the row-major `matrix` of width `dim`; all-zero rows stay zero and
-    /// are never anyone's neighbour. Panics if `dim` is zero or does not divide the length,
-    /// which is a caller's bug.
-    pub fn new(mut matrix: Vec<f32>, dim: usize) -> Self {
-        assert!(
-            dim > 0 && matrix.len().is_multiple_of(dim),
-            "matrix is not rows of {dim}"
-        );
-        matrix.par_chunks_mut(dim).for_each(normalize);
-        UnitRows { dim, data: matrix }
-    }
-
-    /// Row width.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.data.len() / self.dim
-    }
-
-    /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-
-    /// One unit row.
-    pub fn row(&self, row: usize) -> &[f32] {
-        &self.data[row * self.dim..(row + 1) * self.dim]
-    }
-
-    /// The `k` rows most similar by cosine to `query` (any length; normalised here), among the
-    /// first `limit` rows (all when `None`), leaving out `exclude`; most similar first, ties
-    /// to the lower row.
-    pub fn nearest(
-        &self,
-        query: &[f32],
-        k: usize,
-        limit: Option<usize>,
-        exclude: &[usize],
-    ) -> Vec<Neighbour> {
-        assert_eq!(query.len(), self.dim, "query width");
-        let mut q = query.to_vec();
-        normalize(&mut q);
-        let rows = limit.map_or(self.len(), |l| l.min(self.len()));
-        const CHUNK: usize = 4096;
-        let partial: Vec<Vec<Neighbour>> = self.data[..rows * self.dim]
-            .par_chunks(CHUNK * self.dim)
-            .enumerate()
-            .map(|(chunk, block)| {
-                let mut top = TopK::new(k);
-                for (i, v) in block.chunks_exact(self.dim).enumerate() {
-                    let row = chunk * CHUNK + i;
-                    let s = dot(v, &q);
-                    // A zero row has no direction: it is nobody's neighbour.
-                    if s == 0.0 && v.iter().all(|&x| x == 0.0) {
-                        continue;
-                    }
-                    if !exclude.contains(&row) {
-                        top.offer(row, s);
-                    }
-                }
-                top.into_sorted()
-            })
-            .collect();
-        let mut top = TopK::new(k);
-        for n in partial.into_iter().flatten() {
-            top.offer(n.row, n.cosine);
-        }
-        top.into_sorted()
-    }
-}
-
 /// The original vectors of a table's words, in the table's row order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Aligned {
@@ -465,64 +264,6 @@ impl Aligned {
             present,
             found,
         }
-    }
-}
-
-/// A row and its cosine similarity to a query.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Neighbour {
-    /// The row.
-    pub row: usize,
-    /// Cosine similarity, in [-1, 1].
-    pub cosine: f32,
-}
-
-/// The best `k` of a stream of scored rows, kept sorted; small k makes a sorted vector faster
-/// than a heap.
-pub(crate) struct TopK {
-    k: usize,
-    items: Vec<Neighbour>,
-}
-
-impl TopK {
-    pub(crate) fn new(k: usize) -> Self {
-        TopK {
-            k,
-            items: Vec::with_capacity(k + 1),
-        }
-    }
-
-    /// Better means a higher score, or an equal score on a lower row; NaN scores never enter.
-    fn better(a: &Neighbour, b: &Neighbour) -> bool {
-        a.cosine > b.cosine || (a.cosine == b.cosine && a.row < b.row)
-    }
-
-    pub(crate) fn offer(&mut self, row: usize, cosine: f32) {
-        if self.k == 0 || cosine.is_nan() {
-            return;
-        }
-        let n = Neighbour { row, cosine };
-        if self.items.len() == self.k && !Self::better(&n, &self.items[self.k - 1]) {
-            return;
-        }
-        let at = self.items.partition_point(|x| Self::better(x, &n));
-        self.items.insert(at, n);
-        self.items.truncate(self.k);
-    }
-
-    pub(crate) fn into_sorted(self) -> Vec<Neighbour> {
-        self.items
-    }
-}
-
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 
@@ -631,43 +372,6 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_codes_sizes_and_entropy() {
-        // K = 4, D = 2; position 0 uses values 0 and 1 evenly (1 bit), position 1 only 2 (0 bits).
-        let c = codes(
-            4,
-            2,
-            &[&[0, 2], &[0, 2], &[1, 2], &[1, 2], &[0, 2], &[1, 2]],
-        );
-        let s = CodeStats::new(&c);
-        assert_eq!(s.words, 6);
-        assert_eq!(s.distinct_codes, 2);
-        assert_eq!(s.group_sizes, vec![(3, 2)]);
-        assert_eq!(s.dims[0].counts, vec![3, 3, 0, 0]);
-        assert_eq!(s.dims[0].distinct, 2);
-        assert!((s.dims[0].entropy_bits - 1.0).abs() < 1e-12);
-        assert_eq!(s.dims[1].distinct, 1);
-        assert_eq!(s.dims[1].entropy_bits, 0.0);
-        assert_eq!(s.max_entropy_bits(), 2.0);
-        assert_eq!(s.unique_words(), 0);
-        assert_eq!(s.largest_group(), 3);
-    }
-
-    #[test]
-    fn buckets_are_powers_of_two() {
-        let b = size_buckets(&[(1, 10), (2, 4), (3, 2), (4, 1), (7, 1), (40, 1)]);
-        assert_eq!(
-            b,
-            vec![
-                (1, 1, 10, 10),
-                (2, 2, 4, 8),
-                (3, 4, 3, 10),
-                (5, 8, 1, 7),
-                (33, 64, 1, 40)
-            ]
-        );
-    }
-
-    #[test]
     fn suggests_case_typos_then_prefixes() {
         let v = vocab(&[
             "the", "king", "kings", "queen", "King", "kingdom", "walking",
@@ -711,30 +415,6 @@ mod tests {
     }
 
     #[test]
-    fn nearest_by_cosine_excludes_and_limits() {
-        let m = UnitRows::new(
-            vec![
-                1.0, 0.0, // 0
-                0.0, 2.0, // 1: orthogonal to the query
-                3.0, 0.1, // 2: nearly the query
-                -1.0, 0.0, // 3: opposite
-                0.0, 0.0, // 4: zero row
-            ],
-            2,
-        );
-        let near = m.nearest(&[1.0, 0.0], 4, None, &[0]);
-        let rows: Vec<usize> = near.iter().map(|n| n.row).collect();
-        assert_eq!(rows, vec![2, 1, 3]);
-        assert!((near[0].cosine - 3.0 / (9.01f32).sqrt()).abs() < 1e-6);
-        let rows: Vec<usize> = m
-            .nearest(&[1.0, 0.0], 10, Some(2), &[])
-            .iter()
-            .map(|n| n.row)
-            .collect();
-        assert_eq!(rows, vec![0, 1]);
-    }
-
-    #[test]
     fn aligned_follows_the_table_rows() {
         let table = vocab(&["b", "zz", "a"]);
         let original = Embeddings::new(vocab(&["a", "b", "c"]), 2, vec![1., 2., 3., 4., 5., 6.]);
@@ -742,32 +422,5 @@ mod tests {
         assert_eq!(a.matrix, vec![3., 4., 0., 0., 1., 2.]);
         assert_eq!(a.present, vec![true, false, true]);
         assert_eq!(a.found, 2);
-    }
-
-    #[test]
-    fn nearest_by_cosine_across_chunks_matches_brute_force() {
-        let dim = 3;
-        let n = 10_000;
-        let data: Vec<f32> = (0..n * dim)
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-            .collect();
-        let m = UnitRows::new(data.clone(), dim);
-        let q = [0.3, -0.2, 0.9];
-        let got: Vec<usize> = m.nearest(&q, 5, None, &[]).iter().map(|n| n.row).collect();
-        let mut all: Vec<(f32, usize)> = (0..n)
-            .map(|r| {
-                (
-                    dot(m.row(r), &{
-                        let mut q = q.to_vec();
-                        normalize(&mut q);
-                        q
-                    }),
-                    r,
-                )
-            })
-            .collect();
-        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let want: Vec<usize> = all.iter().take(5).map(|x| x.1).collect();
-        assert_eq!(got, want);
     }
 }

@@ -5,16 +5,20 @@
 //! (Chen, Min & Sun, ICML 2018).
 //!
 //! Data flows one way: [`input`] reads a file into [`embeddings::Embeddings`]; the trainer
-//! (feature `train`, LibTorch) learns a [`compressed::Compressed`]; [`format`] writes and reads
-//! it as a `.kdz`; decoding, inspection and export need no LibTorch.
+//! (feature `train`, LibTorch) learns a [`compressed::Compressed`] under the options of
+//! [`train_config`] (which need no LibTorch); [`format`] writes and reads it as a `.kdz`;
+//! decoding, inspection and export need no LibTorch.
 #![deny(missing_docs)]
 
 pub mod analogy;
+mod atomic_file;
+pub mod code_stats;
 pub mod codes;
 pub mod composer;
 pub mod compressed;
+/// The trainable embedding layer, at its former path (it lives in [`train::embedding_layer`]).
 #[cfg(feature = "train")]
-pub mod embedding_layer;
+pub use train::embedding_layer;
 pub mod embeddings;
 pub mod eval;
 pub mod export;
@@ -23,8 +27,10 @@ pub mod input;
 pub mod inspect;
 mod linalg;
 pub mod method;
+pub mod neighbours;
 pub mod progress;
 pub mod report;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod train_config;
 pub mod vocab;

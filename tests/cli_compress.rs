@@ -296,14 +296,18 @@ fn an_existing_output_is_replaced_only_with_force() {
     // Refused before any training: nothing read, the old file untouched.
     run(&[])
         .failure()
-        .stderr(predicate::str::contains("out.kdz: the file already exists; pass --force"))
+        .stderr(predicate::str::contains(
+            "out.kdz: the file already exists; pass --force",
+        ))
         .stderr(predicate::str::contains("after rq").not());
     assert_eq!(std::fs::read(&out).unwrap(), b"an hour of training");
     // The log file follows the same rule.
     std::fs::remove_file(&out).unwrap();
     run(&["--log-file", "log.jsonl"])
         .failure()
-        .stderr(predicate::str::contains("log.jsonl: the file already exists"));
+        .stderr(predicate::str::contains(
+            "log.jsonl: the file already exists",
+        ));
     assert!(!out.exists());
     std::fs::write(&out, b"an hour of training").unwrap();
     run(&["--force", "--log-file", "log.jsonl"]).success();
@@ -335,7 +339,10 @@ fn the_lsq_best_mark_names_the_error_that_earned_it() {
         .assert()
         .success();
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    let rounds: Vec<&str> = stderr.lines().filter(|l| l.contains("lsq ")).collect();
+    let rounds: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("lsq "))
+        .collect();
     assert!(!rounds.is_empty(), "{stderr}");
     let mut best = f64::INFINITY;
     for line in rounds {

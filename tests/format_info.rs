@@ -84,9 +84,18 @@ fn info_reports_sections_ratio_and_metadata() {
 fn info_shows_only_the_sizes_a_composer_has() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, expected) in [
-        (ComposerKind::Linear, "composer      linear: code width d' = 8, "),
-        (ComposerKind::Mlp, "composer      mlp: code width d' = 8, hidden = 4, "),
-        (ComposerKind::Lstm, "composer      lstm: code width d' = 8, hidden = 4, "),
+        (
+            ComposerKind::Linear,
+            "composer      linear: code width d' = 8, ",
+        ),
+        (
+            ComposerKind::Mlp,
+            "composer      mlp: code width d' = 8, hidden = 4, ",
+        ),
+        (
+            ComposerKind::Lstm,
+            "composer      lstm: code width d' = 8, hidden = 4, ",
+        ),
     ] {
         let path = write_kind(dir.path(), kind);
         let out = stdout(kdc(dir.path()).arg("info").arg(&path));

@@ -133,8 +133,14 @@ fn concurrent_trainings_with_one_seed_match_a_lone_run() {
             let b = s.spawn(|| train(&e, &config, &mut Recorder::default()).unwrap());
             (a.join().unwrap(), b.join().unwrap())
         });
-        assert!(a.codes == alone.codes, "{method:?}: concurrent run A differs");
-        assert!(b.codes == alone.codes, "{method:?}: concurrent run B differs");
+        assert!(
+            a.codes == alone.codes,
+            "{method:?}: concurrent run A differs"
+        );
+        assert!(
+            b.codes == alone.codes,
+            "{method:?}: concurrent run B differs"
+        );
         assert_eq!(a.report.mse, alone.report.mse, "{method:?}");
     }
 }

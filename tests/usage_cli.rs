@@ -346,7 +346,11 @@ fn export_never_writes_over_the_kdz_it_reads() {
     let before = std::fs::read(&kdz).unwrap();
     let link = dir.path().join("link.safetensors");
     std::os::unix::fs::symlink(&kdz, &link).unwrap();
-    for (out, words) in [(&kdz, None), (&link, None), (&dir.path().join("v.npy"), Some(&kdz))] {
+    for (out, words) in [
+        (&kdz, None),
+        (&link, None),
+        (&dir.path().join("v.npy"), Some(&kdz)),
+    ] {
         let mut cmd = export(dir.path(), &kdz, out);
         cmd.arg("--force");
         match words {

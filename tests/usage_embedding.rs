@@ -5,8 +5,8 @@ mod format_support;
 
 use format_support::{Shape, random};
 use kdcompress::composer::ComposerKind;
-use kdcompress::embedding_layer::KdEmbedding;
 use kdcompress::format::Kdz;
+use kdcompress::train::embedding_layer::KdEmbedding;
 use tch::nn::{Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor, nn};
 

@@ -1,16 +1,12 @@
-"""KdEmbedding against the kdcompress binary: same vectors as its decoder, gradients that flow.
+"""KdEmbedding loaded from the safetensors export, against the kdcompress binary: same vectors
+as its decoder, gradients that flow.
 
-Needs the built binaries: ``KDCOMPRESS_BIN`` (default ``target/release/kdcompress``) and
-``KDCOMPRESS_MAKE_KDZ`` (default ``target/release/examples/make_kdz``, from
-``cargo build --release --example make_kdz``). Run from anywhere with
-``python -m unittest discover -s python/tests -v``.
+Needs the installed package (``make python``) and the built binaries (see conftest.py);
+``make test`` runs it with pytest.
 """
 
 import json
-import os
 import struct
-import subprocess
-import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -18,41 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
+from kdcompress.torch import KdEmbedding
 
-from kdcompress_torch import KdEmbedding  # noqa: E402
-
-
-def binary(env: str, default: str) -> Path:
-    path = Path(os.environ.get(env, ROOT / default))
-    if not path.is_file():
-        raise RuntimeError(
-            f"{path} does not exist: build it first (cargo build --release "
-            f"--example make_kdz) or point {env} at it"
-        )
-    return path
-
+from conftest import SHAPES, binary, run
 
 BIN = binary("KDCOMPRESS_BIN", "target/release/kdcompress")
 MAKE_KDZ = binary("KDCOMPRESS_MAKE_KDZ", "target/release/examples/make_kdz")
-
-# Sizes per kind: K = 300 makes the codes I16 in the export; concat needs D * d' >= d; split
-# needs d' = ceil(d / D) (13 columns over 5 groups: widths 2, 3, 2, 3, 3).
-SHAPES = {
-    "linear": ["--n", "200", "-K", "16", "-D", "6", "--code-dim", "8", "--out-dim", "20"],
-    "mlp": ["--n", "150", "-K", "300", "-D", "4", "--code-dim", "6", "--hidden", "9", "--out-dim", "12"],
-    "lstm": ["--n", "120", "-K", "8", "-D", "5", "--code-dim", "7", "--hidden", "10", "--out-dim", "11"],
-    "concat": ["--n", "100", "-K", "4", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
-    "split": ["--n", "110", "-K", "6", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
-}
-
-
-def run(*args):
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stderr}")
-    return done
 
 
 class ExportedTables(unittest.TestCase):

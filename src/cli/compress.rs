@@ -17,7 +17,10 @@ use anyhow::{Context, bail};
 use kdcompress::composer::ComposerKind;
 use kdcompress::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 #[cfg(feature = "train")]
-use kdcompress::train::{self, TrainConfig};
+use kdcompress::train;
+use kdcompress::train_config::{Init, TauSchedule};
+#[cfg(feature = "train")]
+use kdcompress::train_config::{TrainConfig, ValidConfig};
 
 /// The composers the trainer learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,26 +41,6 @@ impl From<ComposerArg> for ComposerKind {
             ComposerArg::Lstm => ComposerKind::Lstm,
         }
     }
-}
-
-/// How codes start (see `--init`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum InitArg {
-    /// Residual k-means tables and beam-search codes (the strong default).
-    Rq,
-    /// Random weights, codes from the encoder (the paper's recipe).
-    Random,
-}
-
-/// Temperature schedules (see `--tau-schedule`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TauScheduleArg {
-    /// Fixed at --tau.
-    Constant,
-    /// Linear from --tau to --tau-min.
-    Linear,
-    /// Geometric from --tau to --tau-min.
-    Exponential,
 }
 
 /// Options of the default command.
@@ -88,8 +71,8 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub hidden: usize,
     /// How codes start: residual quantization, or random weights (the paper's recipe).
-    #[arg(long, value_enum, default_value_t = InitArg::Rq)]
-    pub init: InitArg,
+    #[arg(long, value_enum, default_value_t = Init::Rq)]
+    pub init: Init,
     /// Skip least-squares table fitting and re-encoding (with --init random: the plain paper
     /// recipe).
     #[arg(long)]
@@ -120,8 +103,8 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 1.0)]
     pub tau: f64,
     /// How the temperature changes over the epochs.
-    #[arg(long, value_enum, default_value_t = TauScheduleArg::Constant)]
-    pub tau_schedule: TauScheduleArg,
+    #[arg(long, value_enum, default_value_t = TauSchedule::Constant)]
+    pub tau_schedule: TauSchedule,
     /// Final temperature of a decaying schedule.
     #[arg(long, default_value_t = 0.1)]
     pub tau_min: f64,
@@ -164,8 +147,9 @@ pub struct CompressArgs {
     pub commitment: f64,
 }
 
+/// The options as a validated training configuration: the one place they are checked.
 #[cfg(feature = "train")]
-fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
+fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
     let device = args.device.parse().with_context(|| "invalid --device")?;
     let config = TrainConfig {
         method: args.method,
@@ -175,10 +159,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
         composer: args.composer.into(),
         code_dim: args.code_dim,
         hidden: args.hidden,
-        init: match args.init {
-            InitArg::Rq => train::Init::Rq,
-            InitArg::Random => train::Init::Random,
-        },
+        init: args.init,
         refine: !args.no_refine,
         beam: args.beam,
         lsq_rounds: args.lsq_rounds,
@@ -188,11 +169,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
         epochs: args.epochs,
         patience: args.patience,
         tau: args.tau,
-        tau_schedule: match args.tau_schedule {
-            TauScheduleArg::Constant => train::TauSchedule::Constant,
-            TauScheduleArg::Linear => train::TauSchedule::Linear,
-            TauScheduleArg::Exponential => train::TauSchedule::Exponential,
-        },
+        tau_schedule: args.tau_schedule,
         tau_min: args.tau_min,
         entropy_weight: args.entropy_weight,
         distill: args.distill,
@@ -202,8 +179,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<TrainConfig> {
         threads: args.threads,
         time_limit: args.time_limit,
     };
-    config.validate()?;
-    Ok(config)
+    Ok(config.validated()?)
 }
 
 /// Fails unless a file can be created next to `output` (and `output` is not a directory), so
@@ -273,7 +249,8 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let device = train::resolve_device(config.device)?;
+    let trainer = train::Trainer::new(config)?;
+    let config = trainer.config();
     let mut progress = CliProgress::new(args.quiet, log);
     progress.note(&format!("reading {}", input.display()));
     let loaded = kdcompress::input::read(&input, &args.input_args.to_options())?;
@@ -283,9 +260,12 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         "{n} words × {d} dims; training K={} D={} on {}",
         config.num_codes,
         config.num_codebooks,
-        train::device_name(device)
+        trainer.device_name()
     ));
-    let trained = train::train(&embeddings, &config, &mut progress)
+    // The process's allocator policy is the binary's to set; the library only offers it.
+    train::allocator::limit_heap_growth();
+    let trained = trainer
+        .train(&embeddings, &mut progress)
         .with_context(|| format!("training on {} failed", input.display()))?;
     progress.finish()?;
     let report = trained.report.clone();
@@ -293,7 +273,7 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         method: config.method.name().into(),
         source: source.clone(),
-        training: serde_json::to_value(&config)?,
+        training: serde_json::to_value(config)?,
         seed: config.seed,
         ..Default::default()
     };

@@ -4,11 +4,12 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use kdcompress::code_stats::CodeStats;
 use kdcompress::export::atomic_write;
 use kdcompress::format::Kdz;
 use kdcompress::input;
-use kdcompress::inspect::{self, CodeStats};
+use kdcompress::inspect;
 use kdcompress::progress::Progress;
 use kdcompress::report::evaluation::{EvalOptions, Evaluation};
 use kdcompress::report::{self, Page, TrainingLog};

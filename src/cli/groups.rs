@@ -4,8 +4,9 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use kdcompress::code_stats::{self, CodeStats};
 use kdcompress::format::Kdz;
-use kdcompress::inspect::{self, CodeStats, code_string};
+use kdcompress::inspect::{self, code_string};
 
 /// Options of `groups`.
 #[derive(Debug, clap::Args)]
@@ -94,7 +95,7 @@ fn print_stats(s: &CodeStats, out: &mut impl Write) -> io::Result<()> {
         s.largest_group()
     )?;
     writeln!(out, "  words per code    codes    words")?;
-    for (lo, hi, codes, words) in inspect::size_buckets(&s.group_sizes) {
+    for (lo, hi, codes, words) in code_stats::size_buckets(&s.group_sizes) {
         let range = if lo == hi {
             lo.to_string()
         } else {

@@ -13,7 +13,11 @@ pub const FORCE_HELP: &str = "Replace output files that already exist (an input 
 
 /// Refuses `outputs` (each `Some` path) that would destroy one of `inputs` or, without `force`,
 /// replace an existing file.
-pub fn check(outputs: &[Option<&Path>], inputs: &[Option<&Path>], force: bool) -> anyhow::Result<()> {
+pub fn check(
+    outputs: &[Option<&Path>],
+    inputs: &[Option<&Path>],
+    force: bool,
+) -> anyhow::Result<()> {
     let outputs: Vec<&Path> = outputs.iter().flatten().copied().collect();
     for (i, out) in outputs.iter().enumerate() {
         for input in inputs.iter().flatten() {

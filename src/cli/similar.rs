@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use kdcompress::input;
-use kdcompress::inspect::{Aligned, Neighbour, UnitRows};
+use kdcompress::inspect::Aligned;
+use kdcompress::neighbours::{Neighbour, UnitRows};
 
 use super::input_args::InputArgs;
 

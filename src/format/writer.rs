@@ -1,8 +1,9 @@
 //! Writes a [`Compressed`] as a `.kdz`: all of it, or nothing.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
+use crate::atomic_file::{Failure, write_atomically};
 use crate::codes::MAX_D;
 use crate::compressed::Compressed;
 
@@ -269,48 +270,17 @@ pub fn write_new(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatErr
 
 fn write_with(path: &Path, c: &Compressed, overwrite: bool) -> Result<(), FormatError> {
     let planned = plan(path, c)?;
-    let io_err = |action: &'static str| {
-        move |source| FormatError::Io {
-            path: path.to_owned(),
-            action,
-            source,
-        }
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".kdz-").suffix(".tmp");
-    // tempfile creates files private (0600); a .kdz is an ordinary output and should get the
-    // permissions any new file gets, 0666 less the umask.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(io_err("create a temporary file beside"))?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        emit(path, &planned, &mut w)?;
-        w.flush().map_err(io_err("write"))?;
-    }
-    tmp.as_file().sync_all().map_err(io_err("flush to disk"))?;
-    let persisted = if overwrite {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    persisted.map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            FormatError::Exists {
+    write_atomically(path, overwrite, |w| emit(path, &planned, w).map(drop)).map_err(|failure| {
+        match failure {
+            Failure::Exists => FormatError::Exists {
                 path: path.to_owned(),
-            }
-        } else {
-            io_err("replace")(e.error)
+            },
+            Failure::Io { action, source } => FormatError::Io {
+                path: path.to_owned(),
+                action,
+                source,
+            },
+            Failure::Fill(e) => e,
         }
-    })?;
-    Ok(())
+    })
 }

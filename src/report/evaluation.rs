@@ -10,7 +10,8 @@ use crate::analogy::{AnalogyError, AnalogyResult, AnalogyTask, read_questions};
 use crate::embeddings::Embeddings;
 use crate::eval::{self, EvalError, NeighbourReference};
 use crate::format::Kdz;
-use crate::inspect::{Aligned, UnitRows};
+use crate::inspect::Aligned;
+use crate::neighbours::UnitRows;
 use crate::progress::Progress;
 
 use super::MetricRow;

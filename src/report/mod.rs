@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use crate::code_stats::{CodeStats, size_buckets};
 use crate::composer::ComposerKind;
 use crate::compressed::Metadata;
 use crate::format::Kdz;
-use crate::inspect::{CodeStats, Group, code_string, size_buckets};
+use crate::inspect::{Group, code_string};
 use svg::{Bar, Segment, Series, escape};
 
 /// A training log that cannot be read.

@@ -204,14 +204,7 @@ pub fn line_chart(
             .collect()
     };
     for (v, label) in yticks {
-        let y = py(v);
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0
-        );
+        y_tick(&mut out, py(v), &label);
     }
     for v in linear_ticks(x0, x1) {
         let x = px(v);
@@ -269,6 +262,17 @@ pub fn line_chart(
     out
 }
 
+/// A grid line across the plot at height `y`, labelled at the y axis.
+fn y_tick(out: &mut String, y: f64, label: &str) {
+    let _ = write!(
+        out,
+        r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+        W - RIGHT,
+        LEFT - 6.0,
+        y + 4.0
+    );
+}
+
 fn axes(out: &mut String, x_label: &str, y_label: &str) {
     let _ = write!(
         out,
@@ -314,15 +318,7 @@ pub fn bar_chart(
     let py = |y: f64| TOP + (1.0 - y / top) * (H - TOP - BOTTOM);
     axes(&mut out, x_label, y_label);
     for v in linear_ticks(0.0, top) {
-        let y = py(v);
-        let _ = write!(
-            out,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#e0e0e0"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            tick_label(v)
-        );
+        y_tick(&mut out, py(v), &tick_label(v));
     }
     let n = bars.len().max(1) as f64;
     let slot = (W - LEFT - RIGHT) / n;

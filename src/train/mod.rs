@@ -6,7 +6,7 @@
 //!
 //! 1. `rq`: residual k-means tables on a sample, every word encoded by beam search.
 //! 2. `lsq`: with codes fixed, all tables refit jointly by least squares; words re-encoded by
-//!    iterated conditional modes (ICM); repeated while the held-out error falls.
+//!    iterated conditional modes (ICM); repeated while the error over all words falls.
 //! 3. `composer`: the composer (tables as code vectors, identity output map, and for `mlp` a
 //!    tanh hidden layer whose output starts at zero) trained by Adam with the codes fixed.
 //! 4. `refine`: every word re-encoded through the trained composer (ICM on its additive part,
@@ -16,34 +16,50 @@
 //! end to end through the tempering softmax and the straight-through estimator, codes being the
 //! encoder's argmax.
 //!
+//! Every method ([`Method`]) works on the same `training_set` (the words, one held-out split),
+//! draws every random number from the run's one [`Rng`], trains by gradient through the one loop
+//! of `learner`, and ends in the same report (`outcome`).
+//!
 //! ```no_run
 //! use kdcompress::embeddings::Embeddings;
 //! use kdcompress::progress::Silent;
 //! use kdcompress::train::{train, TrainConfig};
 //! # fn demo(embeddings: &Embeddings) -> Result<(), kdcompress::train::TrainError> {
 //! let config = TrainConfig { num_codes: 16, num_codebooks: 8, ..TrainConfig::default() };
-//! config.validate()?;
 //! let trained = train(embeddings, &config, &mut Silent)?;
 //! println!("mse {:.3}", trained.report.mse);
 //! # Ok(()) }
 //! ```
+//!
+//! The options ([`TrainConfig`] and its parts) live in [`crate::train_config`], which builds
+//! without LibTorch; they are re-exported here.
 
-mod common;
-mod config;
+pub mod allocator;
+pub mod embedding_layer;
+mod learner;
 pub mod methods;
 pub mod model;
+mod outcome;
 mod parallel;
 mod pipeline;
+pub mod quantize;
+mod reporter;
 mod rng;
-pub mod search;
+mod training_set;
 
 pub use rng::Rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
-pub use methods::Method;
+use self::methods::{dccl, dpq};
+use self::reporter::Reporter;
+use self::training_set::TrainingSet;
 
-pub use config::{ConfigError, DeviceChoice, Init, ParseDeviceError, TauSchedule, TrainConfig};
+pub use crate::method::Method;
+pub use crate::train_config::{
+    ConfigError, DeviceChoice, Init, ParseDeviceError, TauSchedule, TrainConfig, ValidConfig,
+};
 
 use crate::codes::{Codes, CodesError};
 use crate::composer::Composer;
@@ -183,7 +199,7 @@ impl Trained {
 }
 
 /// Resolves `choice` to a LibTorch device: `auto` is CUDA 0 when available. Touches CUDA, so
-/// call it after [`TrainConfig::validate`].
+/// call it after validating the options.
 pub fn resolve_device(choice: DeviceChoice) -> Result<tch::Device, TrainError> {
     match choice {
         DeviceChoice::Cpu => Ok(tch::Device::Cpu),
@@ -213,106 +229,102 @@ pub fn device_name(device: tch::Device) -> String {
     }
 }
 
-/// Keeps glibc from holding on to freed tensor memory.
-///
-/// glibc raises its mmap threshold each time a large block is freed, after which tensors of up
-/// to 32 MiB come from per-thread arenas that rarely shrink; with worker threads allocating such
-/// temporaries, the full GloVe run peaked at 1.4 GB instead of 0.45 GB. A fixed threshold of
-/// 16 MiB serves the chunk temporaries (at most 8 MiB, see `search::chunk_rows`) from reused
-/// arena memory, and maps anything larger on its own, returned when freed. (A 1 MiB threshold
-/// also bounded memory but spent 40% of the run in the kernel zeroing fresh pages.)
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_heap_growth() {
-    unsafe extern "C" {
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+/// Validated options and the device they resolved to: what a training needs before it sees
+/// data.
+#[derive(Debug)]
+pub struct Trainer {
+    config: ValidConfig,
+    device: tch::Device,
+}
+
+impl Trainer {
+    /// Resolves the device of `config` (touching CUDA).
+    pub fn new(config: ValidConfig) -> Result<Self, TrainError> {
+        let device = resolve_device(config.device)?;
+        Ok(Trainer { config, device })
     }
-    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-    // SAFETY: mallopt takes no pointers and only changes glibc's allocation policy, which it
-    // guards with its own lock; any value is valid for M_MMAP_THRESHOLD.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 16 << 20);
+
+    /// The options.
+    pub fn config(&self) -> &ValidConfig {
+        &self.config
+    }
+
+    /// The device that will train.
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// Display name of the device: `cpu`, `cuda:N`.
+    pub fn device_name(&self) -> String {
+        device_name(self.device)
+    }
+
+    /// Trains codes and a composer for `embeddings`; same seed, device and thread count give the
+    /// same codes (without a time limit).
+    pub fn train(
+        &self,
+        embeddings: &Embeddings,
+        progress: &mut (dyn Progress + Send),
+    ) -> Result<Trained, TrainError> {
+        let config = &self.config;
+        let n = embeddings.len();
+        if n < 2 {
+            return Err(TrainError::TooFewWords {
+                words: n,
+                needed: 2,
+            });
+        }
+        if let Some(i) = embeddings.matrix().iter().position(|v| !v.is_finite()) {
+            return Err(TrainError::NotFinite {
+                row: i / embeddings.dim().max(1),
+            });
+        }
+        // Whatever reading the input freed (its per-word strings, its buffers) goes back now
+        // rather than sitting under the whole run.
+        allocator::release_free_memory();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads.unwrap_or(0))
+            .build()
+            .map_err(|e| TrainError::Torch {
+                stage: "setup".into(),
+                message: format!("cannot start worker threads: {e}"),
+            })?;
+        let mut stage = String::from("setup");
+        let start = Instant::now();
+        // tch turns LibTorch exceptions (out of memory, CUDA failures) into panics; catch them
+        // here so that a caller gets an error naming the stage instead of an abort.
+        let result = pool.install(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                let set = TrainingSet::new(embeddings, config, self.device, start)?;
+                let out = Reporter::new(progress, &mut stage, &set)?;
+                match config.method {
+                    Method::Kd => pipeline::run(&set, out),
+                    Method::Dccl => dccl::train(&set, out),
+                    Method::DpqSx => dpq::train(&set, out, dpq::Variant::Softmax),
+                    Method::DpqVq => dpq::train(&set, out, dpq::Variant::Vq),
+                }
+            }))
+        });
+        match result {
+            Ok(r) => r,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown failure".into());
+                Err(TrainError::Torch { stage, message })
+            }
+        }
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_heap_growth() {}
-
-/// Hands the free memory of every allocator arena back to the system.
-///
-/// Each worker thread's arena keeps the chunk temporaries of the last stage; the next stage
-/// allocates different sizes, so without this its working memory comes on top (the full GloVe
-/// run's least-squares stage started ~100 MB above what it uses). Called after every parallel pass
-/// (see `parallel::par_chunks`), between stages, and after reading the input.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn release_free_memory() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
-    // SAFETY: malloc_trim takes no pointers; it only returns free pages, under glibc's locks.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn release_free_memory() {}
-
-/// Trains codes and a composer for `embeddings`. Validates `config` first; same seed, device and
-/// thread count give the same codes (without a time limit).
+/// Trains codes and a composer for `embeddings`: validates `config` (refusing invalid options
+/// before touching any device), resolves its device, then [`Trainer::train`].
 pub fn train(
     embeddings: &Embeddings,
     config: &TrainConfig,
     progress: &mut (dyn Progress + Send),
 ) -> Result<Trained, TrainError> {
-    config.validate()?;
-    let n = embeddings.len();
-    if n < 2 {
-        return Err(TrainError::TooFewWords {
-            words: n,
-            needed: 2,
-        });
-    }
-    if let Some(i) = embeddings.matrix().iter().position(|v| !v.is_finite()) {
-        return Err(TrainError::NotFinite {
-            row: i / embeddings.dim().max(1),
-        });
-    }
-    let device = resolve_device(config.device)?;
-    limit_heap_growth();
-    // Whatever reading the input freed (its per-word strings, its buffers) goes back now rather
-    // than sitting under the whole run.
-    release_free_memory();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| TrainError::Torch {
-            stage: "setup".into(),
-            message: format!("cannot start worker threads: {e}"),
-        })?;
-    let mut stage = String::from("setup");
-    // tch turns LibTorch exceptions (out of memory, CUDA failures) into panics; catch them here
-    // so that a caller gets an error naming the stage instead of an abort.
-    let result = pool.install(|| {
-        catch_unwind(AssertUnwindSafe(|| {
-            methods::run(
-                config.method,
-                embeddings,
-                config,
-                device,
-                progress,
-                &mut stage,
-            )
-        }))
-    });
-    match result {
-        Ok(r) => r,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown failure".into());
-            Err(TrainError::Torch { stage, message })
-        }
-    }
+    Trainer::new(config.clone().validated()?)?.train(embeddings, progress)
 }

@@ -18,12 +18,22 @@ pub struct ComposerNet {
     config: ComposerConfig,
     /// `[D, K, d']`.
     pub codebooks: Tensor,
-    /// `[d, d']` (linear, mlp) or `[d, h]` (lstm).
-    pub out_weight: Tensor,
-    /// `[d]`.
-    pub out_bias: Tensor,
+    /// The output map of linear, mlp and lstm; concat and split place the code vectors straight
+    /// into the output and have none.
+    pub out: Option<OutMap>,
     hidden: Option<Hidden>,
     lstm: Option<Lstm>,
+    /// concat and split: `[d]`, where each output column sits among the `D·d'` chosen values.
+    positions: Option<Tensor>,
+}
+
+/// The composer's output map `y = W v + b`.
+#[derive(Debug)]
+pub struct OutMap {
+    /// `[d, d']` (linear, mlp) or `[d, h]` (lstm).
+    pub weight: Tensor,
+    /// `[d]`.
+    pub bias: Tensor,
 }
 
 #[derive(Debug)]
@@ -41,7 +51,6 @@ struct Lstm {
     bias_hh: Tensor,
 }
 
-/// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
 /// A linear layer `fan_in -> out` whose weight and bias are uniform in ±1/sqrt(fan-in), drawn
 /// from `rng` (tch's own initialisers would draw from LibTorch's process-global generator).
 pub(crate) fn seeded_linear(p: &nn::Path, fan_in: usize, out: usize, rng: &mut Rng) -> nn::Linear {
@@ -58,6 +67,15 @@ pub(crate) fn seeded_linear(p: &nn::Path, fan_in: usize, out: usize, rng: &mut R
     l
 }
 
+/// concat and split: where each output column sits among the `D·d'` chosen values.
+fn positions(config: &ComposerConfig, device: tch::Device) -> Option<Tensor> {
+    config.assembled_positions().map(|p| {
+        let p: Vec<i64> = p.into_iter().map(|x| x as i64).collect();
+        Tensor::from_slice(&p).to_device(device)
+    })
+}
+
+/// PyTorch's default bound for a layer's weights and biases: 1/sqrt(fan-in).
 fn bound(fan_in: usize) -> f64 {
     1.0 / (fan_in.max(1) as f64).sqrt()
 }
@@ -65,11 +83,11 @@ fn bound(fan_in: usize) -> f64 {
 impl ComposerNet {
     /// Creates the variables under `p` with a fresh random initialisation from `rng`: code
     /// vectors normal, layers uniform in ±1/sqrt(fan-in) as PyTorch does, and the mlp's hidden
-    /// output at zero so that it starts as the linear composer. `config.kind` must not be concat or split.
+    /// output at zero so that it starts as the linear composer.
     pub fn new(p: &nn::Path, config: ComposerConfig, rng: &mut Rng) -> Self {
         let ComposerConfig {
             kind,
-            num_codebooks: dd,
+            num_codebooks,
             num_codes: k,
             code_dim: e,
             hidden: h,
@@ -77,16 +95,21 @@ impl ComposerNet {
         } = config;
         let i = |v: usize| v as i64;
         // Sums of D code vectors of this spread have unit variance per component.
-        let spread = 1.0 / (dd as f64).sqrt();
+        let spread = 1.0 / (num_codebooks as f64).sqrt();
         let zero = Init::Const(0.0);
-        let codebooks = p.var(composer::CODEBOOKS, &[i(dd), i(k), i(e)], zero);
+        let codebooks = p.var(composer::CODEBOOKS, &[i(num_codebooks), i(k), i(e)], zero);
         rng.fill_normal(&codebooks, spread);
         let c = p / "composer";
-        let out_in = if kind == ComposerKind::Lstm { h } else { e };
-        let out = &c / "out";
-        let out_weight = out.var("weight", &[i(d), i(out_in)], zero);
-        rng.fill_uniform(&out_weight, bound(out_in));
-        let out_bias = out.zeros("bias", &[i(d)]);
+        let out = (!kind.is_assembled()).then(|| {
+            let out_in = if kind == ComposerKind::Lstm { h } else { e };
+            let out = &c / "out";
+            let weight = out.var("weight", &[i(d), i(out_in)], zero);
+            rng.fill_uniform(&weight, bound(out_in));
+            OutMap {
+                weight,
+                bias: out.zeros("bias", &[i(d)]),
+            }
+        });
         let hidden = (kind == ComposerKind::Mlp).then(|| {
             let weight = (&c / "hidden").var("weight", &[i(h), i(e)], zero);
             rng.fill_uniform(&weight, bound(e));
@@ -113,10 +136,48 @@ impl ComposerNet {
         ComposerNet {
             config,
             codebooks,
-            out_weight,
-            out_bias,
+            out,
             hidden,
             lstm,
+            positions: positions(&config, p.device()),
+        }
+    }
+
+    /// Creates the variables under `p` as copies of `composer`'s tensors, under the same names
+    /// (`composer.out.weight` becomes `p / "composer" / "out"`'s `weight`).
+    pub fn from_composer(p: &nn::Path, composer: &composer::Composer) -> Self {
+        let config = *composer.config();
+        let var = |name: &str| {
+            let t = &composer.tensors()[name];
+            let shape: Vec<i64> = t.shape.iter().map(|&s| s as i64).collect();
+            let init = Tensor::from_slice(&t.data).reshape(&shape);
+            let (dirs, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+            let path = dirs
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .fold(p.clone(), |path, s| path.sub(s));
+            path.var_copy(leaf, &init)
+        };
+        let kind = config.kind;
+        ComposerNet {
+            config,
+            codebooks: var(composer::CODEBOOKS),
+            out: (!kind.is_assembled()).then(|| OutMap {
+                weight: var(composer::OUT_WEIGHT),
+                bias: var(composer::OUT_BIAS),
+            }),
+            hidden: (kind == ComposerKind::Mlp).then(|| Hidden {
+                weight: var(composer::HIDDEN_WEIGHT),
+                bias: var(composer::HIDDEN_BIAS),
+                out_weight: var(composer::HIDDEN_OUT_WEIGHT),
+            }),
+            lstm: (kind == ComposerKind::Lstm).then(|| Lstm {
+                weight_ih: var(composer::LSTM_WEIGHT_IH),
+                weight_hh: var(composer::LSTM_WEIGHT_HH),
+                bias_ih: var(composer::LSTM_BIAS_IH),
+                bias_hh: var(composer::LSTM_BIAS_HH),
+            }),
+            positions: positions(&config, p.device()),
         }
     }
 
@@ -126,8 +187,10 @@ impl ComposerNet {
         ComposerNet {
             config: self.config,
             codebooks: self.codebooks.shallow_clone(),
-            out_weight: self.out_weight.shallow_clone(),
-            out_bias: self.out_bias.shallow_clone(),
+            out: self.out.as_ref().map(|o| OutMap {
+                weight: o.weight.shallow_clone(),
+                bias: o.bias.shallow_clone(),
+            }),
             hidden: self.hidden.as_ref().map(|h| Hidden {
                 weight: h.weight.shallow_clone(),
                 bias: h.bias.shallow_clone(),
@@ -139,6 +202,7 @@ impl ComposerNet {
                 bias_ih: l.bias_ih.shallow_clone(),
                 bias_hh: l.bias_hh.shallow_clone(),
             }),
+            positions: self.positions.as_ref().map(Tensor::shallow_clone),
         }
     }
 
@@ -172,6 +236,14 @@ impl ComposerNet {
 
     /// The word vectors `[B, d]` for code vectors `[B, D, d']`.
     pub fn compose(&self, vectors: &Tensor) -> Tensor {
+        if let Some(positions) = &self.positions {
+            // A gather rather than a narrow so that split's padding values never reach the
+            // output (and get no gradient, so they stay zero through fine-tuning).
+            let (dd, e) = (self.config.num_codebooks, self.config.code_dim);
+            return vectors
+                .reshape([-1, (dd * e) as i64])
+                .index_select(1, positions);
+        }
         match &self.lstm {
             Some(l) => {
                 let h = self.config.hidden as i64;
@@ -192,7 +264,8 @@ impl ComposerNet {
                         acc = acc + &state;
                     }
                 }
-                acc.linear(&self.out_weight, Some(&self.out_bias))
+                let out = self.out.as_ref().expect("the lstm has an output map");
+                acc.linear(&out.weight, Some(&out.bias))
             }
             None => {
                 let s = vectors.sum_dim_intlist(1, false, None::<Kind>);
@@ -203,7 +276,11 @@ impl ComposerNet {
 
     /// Linear and mlp: the word vectors `[B, d]` for summed code vectors `s` `[B, d']`.
     pub fn compose_sum(&self, s: &Tensor) -> Tensor {
-        let y = s.linear(&self.out_weight, Some(&self.out_bias));
+        let out = self
+            .out
+            .as_ref()
+            .expect("linear and mlp have an output map");
+        let y = s.linear(&out.weight, Some(&out.bias));
         match &self.hidden {
             Some(hd) => {
                 y + s
@@ -216,12 +293,17 @@ impl ComposerNet {
     }
 
     /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`.
-    /// `None` for the lstm, which has no additive part.
+    /// `None` for the lstm, which has no additive part, and for concat and split.
     pub fn offset_of_sum(&self, s: &Tensor) -> Option<Tensor> {
         if self.lstm.is_some() {
             return None;
         }
-        let b = self.out_bias.unsqueeze(0).expand([s.size()[0], -1], false);
+        let b = self
+            .out
+            .as_ref()?
+            .bias
+            .unsqueeze(0)
+            .expand([s.size()[0], -1], false);
         Some(match &self.hidden {
             Some(hd) => {
                 b + s
@@ -239,7 +321,7 @@ impl ComposerNet {
         if self.lstm.is_some() {
             return None;
         }
-        Some(self.codebooks.matmul(&self.out_weight.tr()))
+        Some(self.codebooks.matmul(&self.out.as_ref()?.weight.tr()))
     }
 
     /// Word vectors `[B, d]` of integer codes `[B, D]`.
@@ -247,13 +329,21 @@ impl ComposerNet {
         self.compose(&self.code_vectors(codes))
     }
 
+    /// Floats of scratch per row of [`ComposerNet::decode`], to size chunks: the code vectors
+    /// and their sum, the hidden layer's temporaries, the output and its difference to the
+    /// original.
+    pub fn memory_per_row(&self) -> i64 {
+        let c = &self.config;
+        (c.num_codebooks * c.code_dim * 2 + c.hidden * 6 + c.out_dim * 2) as i64
+    }
+
     /// Every variable under its contract name, for [`crate::composer::Composer::new`].
     pub fn named(&self) -> Vec<(&'static str, &Tensor)> {
-        let mut v = vec![
-            (composer::CODEBOOKS, &self.codebooks),
-            (composer::OUT_WEIGHT, &self.out_weight),
-            (composer::OUT_BIAS, &self.out_bias),
-        ];
+        let mut v = vec![(composer::CODEBOOKS, &self.codebooks)];
+        if let Some(o) = &self.out {
+            v.push((composer::OUT_WEIGHT, &o.weight));
+            v.push((composer::OUT_BIAS, &o.bias));
+        }
         if let Some(h) = &self.hidden {
             v.push((composer::HIDDEN_WEIGHT, &h.weight));
             v.push((composer::HIDDEN_BIAS, &h.bias));
@@ -330,9 +420,8 @@ impl Encoder {
         rng: &mut Rng,
     ) -> Self {
         let e = p / "encoder";
-        let mut layer = |name: &str, fan_in: usize, out: usize| {
-            seeded_linear(&(&e / name), fan_in, out, rng)
-        };
+        let mut layer =
+            |name: &str, fan_in: usize, out: usize| seeded_linear(&(&e / name), fan_in, out, rng);
         Encoder {
             hidden: layer("hidden", in_dim, hidden),
             logits: layer("logits", hidden, num_codebooks * num_codes),
@@ -353,6 +442,11 @@ impl Encoder {
             num_codebooks: self.num_codebooks,
             num_codes: self.num_codes,
         }
+    }
+
+    /// Floats of scratch per row of [`Encoder::logits`] and their argmax, to size chunks.
+    pub fn memory_per_row(&self) -> i64 {
+        self.num_codebooks * self.num_codes * 2 + self.hidden.ws.size()[0]
     }
 
     /// Logits `[B, D, K]` of word vectors `[B, d]`.

@@ -22,6 +22,25 @@ where
     T: Send,
     F: Fn(&mut S, i64, i64) -> T + Sync,
 {
+    if chunks.len() <= 1 {
+        // One chunk: run it here. A thread and an allocator trim per pass would cost more than
+        // small passes (k-means on a few thousand points runs thousands of them) take.
+        let mut states = states;
+        let results = match states.first_mut() {
+            Some(state) => tch::no_grad(|| {
+                chunks
+                    .iter()
+                    .map(|&(s, len)| {
+                        let r = f(state, s, len);
+                        on_done(len);
+                        r
+                    })
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        return (states, results);
+    }
     let workers = states.len().max(1);
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|scope| {
@@ -62,7 +81,7 @@ where
         }
         // The workers are gone; their allocator arenas keep the pages of every chunk's
         // temporaries unless handed back, and the next pass allocates other sizes on top.
-        crate::train::release_free_memory();
+        crate::train::allocator::release_free_memory();
         all.sort_by_key(|(j, _)| *j);
         (states, all.into_iter().map(|(_, t)| t).collect())
     })

@@ -10,19 +10,20 @@ use kdcompress::composer::{
     CODEBOOKS, Composer, ComposerConfig, ComposerKind, Tensor, split_columns,
 };
 use kdcompress::compressed::{Compressed, Metadata, Source};
+use kdcompress::eval::SplitMix64;
 use kdcompress::vocab::Vocab;
 
-/// SplitMix64: small, seeded, good enough for test data.
-pub struct Rng(pub u64);
+/// The library's seeded generator, with the draws test tables are built from.
+pub struct Rng(SplitMix64);
 
 impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    pub fn new(seed: u64) -> Self {
+        Rng(SplitMix64::new(seed))
     }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    /// By modulo, not rejection: the tables the tests were written against were drawn this way.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
@@ -73,7 +74,7 @@ pub fn random(seed: u64, s: Shape) -> Compressed {
 }
 
 pub fn random_with_words(seed: u64, s: Shape, words: Vec<String>) -> Compressed {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let n = words.len();
     let config = ComposerConfig {
         kind: s.kind,

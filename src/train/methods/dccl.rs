@@ -6,15 +6,15 @@
 //! a zero bias (d' = d), so that reading a DCCL file needs nothing beyond the shared composer.
 
 use tch::nn::{self, Module};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use super::{Learner, Split, fit, to_host};
-use crate::train::Rng;
-use crate::train::model::seeded_linear;
+use super::{Codec, held_out_mse, to_host};
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
-use crate::embeddings::Embeddings;
-use crate::progress::Progress;
-use crate::train::{TrainConfig, TrainError, Trained};
+use crate::train::learner::{Batch, Learner};
+use crate::train::model::seeded_linear;
+use crate::train::reporter::Reporter;
+use crate::train::training_set::TrainingSet;
+use crate::train::{Rng, TrainError, Trained};
 
 /// Keeps `log α` finite where softplus underflows to zero.
 const MIN_ALPHA: f64 = 1e-12;
@@ -89,7 +89,8 @@ impl Dccl {
 }
 
 impl Learner for Dccl {
-    fn loss(&self, x: &Tensor, tau: f64, rng: &mut Rng) -> Tensor {
+    fn loss(&self, batch: &Batch, tau: f64, rng: &mut Rng) -> Tensor {
+        let x = batch.x;
         let y = self.decode_soft(&self.sample(x, tau, rng));
         // The paper's ½‖ŷ − x‖², averaged over the batch.
         (y - x)
@@ -99,6 +100,12 @@ impl Learner for Dccl {
             * 0.5
     }
 
+    fn val_mse(&self, set: &TrainingSet) -> f64 {
+        held_out_mse(self, set)
+    }
+}
+
+impl Codec for Dccl {
     fn codes(&self, x: &Tensor) -> Tensor {
         self.log_alpha(x).argmax(-1, false)
     }
@@ -163,38 +170,33 @@ fn data_scale(x: &Tensor) -> f64 {
 }
 
 /// Trains DCCL with M = `num_codebooks`, K = `num_codes`, hidden width `hidden`.
-pub(super) fn train(
-    emb: &Embeddings,
-    cfg: &TrainConfig,
-    device: Device,
-    progress: &mut (dyn Progress + Send),
-    stage: &mut String,
-) -> Result<Trained, TrainError> {
-    let split = Split::new(emb, cfg, device);
-    let vs = nn::VarStore::new(device);
-    let mut rng = Rng::new(cfg.seed);
+pub(crate) fn train(set: &TrainingSet, mut out: Reporter) -> Result<Trained, TrainError> {
+    let cfg = set.cfg;
+    let vs = nn::VarStore::new(set.device);
     let net = Dccl::new(
         &vs.root(),
-        emb.dim(),
+        set.d as usize,
         cfg.hidden,
         cfg.num_codebooks,
         cfg.num_codes,
-        data_scale(&split.x),
-        &mut rng,
+        data_scale(&set.x),
+        &mut out.rng,
     );
-    let stage_name = "dccl";
-    fit(emb, cfg, device, &split, &vs, &net, &mut rng, stage_name, progress, stage)
+    super::train(set, out, &vs, &net, "dccl")
 }
 
 #[cfg(test)]
 mod tests {
+    use tch::Device;
+
     use super::super::testing::{export_gap, glove};
     use super::*;
     use crate::progress::Silent;
+    use crate::train::TrainConfig;
 
     fn config(m: usize, k: usize) -> TrainConfig {
         TrainConfig {
-            method: super::super::Method::Dccl,
+            method: crate::train::Method::Dccl,
             num_codebooks: m,
             num_codes: k,
             hidden: m * k / 2,

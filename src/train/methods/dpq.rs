@@ -24,14 +24,15 @@
 //! those vectors with their padding values zero.
 
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use super::{Learner, Split, fit, to_host};
-use crate::train::Rng;
+use super::{Codec, held_out_mse, to_host};
 use crate::composer::{self, Composer, ComposerConfig, ComposerKind};
-use crate::embeddings::Embeddings;
-use crate::progress::Progress;
-use crate::train::{TrainConfig, TrainError, Trained};
+use crate::train::learner::{Batch, Learner};
+use crate::train::model::{reconstruction_loss, straight_through};
+use crate::train::reporter::Reporter;
+use crate::train::training_set::TrainingSet;
+use crate::train::{Rng, TrainError, Trained};
 
 /// Which DPQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,13 +193,14 @@ fn sum_per_word(t: &Tensor) -> Tensor {
 }
 
 impl Learner for Dpq {
-    fn loss(&self, x: &Tensor, tau: f64, _rng: &mut Rng) -> Tensor {
+    fn loss(&self, batch: &Batch, tau: f64, _rng: &mut Rng) -> Tensor {
+        let x = batch.x;
         let scores = self.scores(x);
         match self.variant {
             Variant::Softmax => {
-                let relaxed = crate::train::model::straight_through(&scores, tau);
+                let relaxed = straight_through(&scores, tau);
                 let y = self.assemble(&self.pick(&relaxed.straight_through));
-                crate::train::model::reconstruction_loss(&y, x)
+                reconstruction_loss(&y, x)
             }
             Variant::Vq => {
                 let q = self.groups(x);
@@ -216,6 +218,16 @@ impl Learner for Dpq {
         }
     }
 
+    fn val_mse(&self, set: &TrainingSet) -> f64 {
+        held_out_mse(self, set)
+    }
+
+    fn uses_tau(&self) -> bool {
+        self.variant == Variant::Softmax
+    }
+}
+
+impl Codec for Dpq {
     fn codes(&self, x: &Tensor) -> Tensor {
         self.scores(x).argmax(-1, false)
     }
@@ -251,28 +263,26 @@ impl Learner for Dpq {
 }
 
 /// K rows of the training words, distinct when there are enough, as starting entries.
-fn initial_rows(split: &Split, k: i64, rng: &mut Rng) -> Tensor {
-    let n = split.train.size()[0];
-    let device = split.train.device();
+fn initial_rows(set: &TrainingSet, k: i64, rng: &mut Rng) -> Tensor {
+    let n = set.train_rows.size()[0];
+    let device = set.device;
     let idx = if n >= k {
         rng.permutation(n as usize, device).narrow(0, 0, k)
     } else {
         let picks: Vec<i64> = (0..k).map(|_| rng.below(n as usize) as i64).collect();
         Tensor::from_slice(&picks).to_device(device)
     };
-    tch::no_grad(|| split.x.index_select(0, &split.train.index_select(0, &idx)))
+    tch::no_grad(|| set.x.index_select(0, &set.train_rows.index_select(0, &idx)))
 }
 
 /// Trains DPQ with D = `num_codebooks` groups of K = `num_codes` entries.
-pub(super) fn train(
-    emb: &Embeddings,
-    cfg: &TrainConfig,
+pub(crate) fn train(
+    set: &TrainingSet,
+    mut out: Reporter,
     variant: Variant,
-    device: Device,
-    progress: &mut (dyn Progress + Send),
-    stage: &mut String,
 ) -> Result<Trained, TrainError> {
-    let d = emb.dim();
+    let cfg = set.cfg;
+    let d = set.d as usize;
     if cfg.num_codebooks > d {
         return Err(TrainError::Method {
             method: cfg.method.name(),
@@ -282,10 +292,8 @@ pub(super) fn train(
             ),
         });
     }
-    let split = Split::new(emb, cfg, device);
-    let vs = nn::VarStore::new(device);
-    let mut rng = Rng::new(cfg.seed);
-    let init = initial_rows(&split, cfg.num_codes as i64, &mut rng);
+    let vs = nn::VarStore::new(set.device);
+    let init = initial_rows(set, cfg.num_codes as i64, &mut out.rng);
     let net = Dpq::new(
         &vs.root(),
         variant,
@@ -294,16 +302,17 @@ pub(super) fn train(
         cfg.commitment,
         &init,
     );
-    let name = cfg.method.name();
-    fit(emb, cfg, device, &split, &vs, &net, &mut rng, name, progress, stage)
+    super::train(set, out, &vs, &net, cfg.method.name())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Method;
+    use tch::Device;
+
     use super::super::testing::{export_gap, glove};
     use super::*;
     use crate::progress::Silent;
+    use crate::train::{Method, TrainConfig};
 
     fn config(method: Method, dd: usize, k: usize) -> TrainConfig {
         TrainConfig {
@@ -321,8 +330,7 @@ mod tests {
         }
     }
 
-    /// Measured on the 2k-row slice with seed 11: SX 6.49 (cosine 0.884), VQ 4.05 (0.928);
-    /// before the groups were balanced (3 of the 16 groups padding alone) 6.94 and 5.26.
+    /// Measured on the 2k-row slice with seed 11: SX 6.49 (cosine 0.884), VQ 4.05 (0.928).
     /// Entries that never move from their K random starting words stay well above.
     const SX_MSE: f64 = 8.0;
     const VQ_MSE: f64 = 5.0;
@@ -388,8 +396,8 @@ mod tests {
         }
     }
 
-    /// With d = 50, D = 32 used to leave 7 groups of pure padding whose codes never changed.
-    /// Now every position holds one or two values, so its code depends on the word.
+    /// With d = 50 and D = 32 every position holds one or two values (none is padding alone), so
+    /// its code depends on the word.
     #[test]
     fn every_position_carries_information_at_d_32() {
         let (net, x, _vs) = small(Variant::Vq, 32, 16, 200);
@@ -403,8 +411,8 @@ mod tests {
         }
     }
 
-    /// D = 40 used to train exactly what D = 32 did (both width 2, 25 groups holding values).
-    /// Measured on the 2k-row slice, seed 11, 8 epochs: 1.75 at D = 32, 1.24 at D = 40.
+    /// Balanced groups make every extra group count, even where D does not divide d (measured
+    /// on the 2k-row slice, seed 11, 8 epochs: 1.75 at D = 32, 1.24 at D = 40).
     #[test]
     fn vq_with_more_groups_than_divide_d_does_better() {
         let emb = glove(2000);
@@ -485,7 +493,11 @@ mod tests {
     #[test]
     fn sx_forward_is_one_hot_and_gradients_reach_keys() {
         let (net, x, _vs) = small(Variant::Softmax, 5, 8, 32);
-        let loss = net.loss(&x, 1.0);
+        let batch = Batch {
+            rows: &Tensor::new(),
+            x: &x,
+        };
+        let loss = net.loss(&batch, 1.0, &mut Rng::new(0));
         loss.backward();
         let kg = net.keys.as_ref().unwrap().grad();
         assert!(kg.abs().sum(Kind::Float).double_value(&[]) > 0.0);

@@ -1,13 +1,16 @@
-"""A drop-in replacement for ``torch.nn.Embedding`` built from a kdcompress safetensors export.
+"""``KdEmbedding``: a drop-in replacement for ``torch.nn.Embedding`` that stays compressed.
 
-``kdcompress export vectors.kdz -o vectors.safetensors`` writes the compressed model: every
-word's D codes, the codebooks and the composer weights (layout in docs/kdz-format.md).
-:class:`KdEmbedding` loads it; the codes stay fixed (a buffer), the codebooks and the composer
-are parameters, and ``forward(indices)`` rebuilds the vectors with the same math as
-``src/composer.rs``::
+Needs PyTorch; ``import kdcompress`` alone does not. Built straight from a ``.kdz``::
 
-    emb = KdEmbedding.from_safetensors("vectors.safetensors")
+    from kdcompress.torch import KdEmbedding
+    emb = KdEmbedding.from_kdz("glove.kdz")          # replaces nn.Embedding(N, d)
     vectors = emb(torch.tensor([emb.index("king"), emb.index("queen")]))
+
+or from ``kdcompress export vectors.kdz -o vectors.safetensors`` (layout in
+docs/kdz-format.md) with :meth:`KdEmbedding.from_safetensors`. Every word's D codes are a
+buffer (moved by ``.to(device)``, never trained); the codebooks and the composer are parameters
+(``freeze=True`` fixes them too), and ``forward(indices)`` rebuilds the vectors with the math
+of ``src/composer.rs`` for every composer kind (linear, mlp, lstm, concat, split).
 
 Its state-dict names are the export's tensor names, so :meth:`KdEmbedding.save_safetensors`
 writes a fine-tuned model back in the same layout.
@@ -17,10 +20,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Dict, List, Optional, Sequence
+import os
+from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
+
+from . import Kdz, load
 
 __all__ = ["KdEmbedding", "FORMAT", "FORMAT_VERSION"]
 
@@ -126,6 +133,9 @@ class KdEmbedding(nn.Module):
 
         self.vocab: Optional[List[str]] = list(vocab) if vocab is not None else None
         self._index = {w: i for i, w in enumerate(self.vocab)} if self.vocab else {}
+        #: The open ``.kdz`` when built by :meth:`from_kdz`: words and lookups come from it.
+        self.kdz: Optional[Kdz] = None
+        self.source_metadata: Dict[str, object] = {}
         if tensors:
             self.load_tensors(tensors)
 
@@ -146,6 +156,40 @@ class KdEmbedding(nn.Module):
                         f"expected {tuple(own[name].shape)}"
                     )
                 own[name].copy_(value.to(own[name].dtype))
+
+    @classmethod
+    def from_kdz(
+        cls,
+        path: Union[str, "os.PathLike[str]", Kdz],
+        freeze_codes: bool = True,
+        freeze: bool = False,
+        device: Union[str, torch.device, None] = None,
+    ) -> "KdEmbedding":
+        """Builds the layer from a ``.kdz`` (a path, or a :class:`kdcompress.Kdz` already open).
+
+        The codes become a buffer in the narrowest dtype that indexes (``uint8`` for K <= 256,
+        else ``int16`` or ``int32``); the codebooks and the composer become parameters with the
+        file's values, trainable unless ``freeze``. ``freeze_codes`` must stay True: codes are
+        discrete and get no gradient (new codes come from re-running ``kdcompress``).
+        ``forward`` then equals ``Kdz.vectors`` to float rounding.
+        """
+        if not freeze_codes:
+            raise ValueError(
+                "freeze_codes=False is not supported: codes are discrete and get no gradient; "
+                "train the codebooks and composer instead, or compress again"
+            )
+        kdz = path if isinstance(path, Kdz) else load(path)
+        k = int(kdz.config["num_codes"])
+        dtype = np.uint8 if k <= 256 else np.int16 if k <= 32768 else np.int32
+        codes = torch.from_numpy(kdz.codes.astype(dtype))
+        tensors = {name: torch.from_numpy(v) for name, v in kdz.tensors().items()}
+        module = cls(codes, kdz.config, tensors, vocab=None)
+        module.kdz = kdz
+        module.vocab = kdz.words
+        module.source_metadata = kdz.metadata
+        if freeze:
+            module.requires_grad_(False)
+        return module.to(device) if device is not None else module
 
     @classmethod
     def from_safetensors(cls, path: str, device: Optional[str] = None) -> "KdEmbedding":
@@ -197,6 +241,8 @@ class KdEmbedding(nn.Module):
 
     def index(self, word: str) -> int:
         """The row of ``word``; ``KeyError`` naming close words if absent."""
+        if self.kdz is not None:
+            return self.kdz.index(word)
         if not self._index:
             raise KeyError("this embedding has no vocabulary")
         try:

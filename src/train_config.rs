@@ -1,11 +1,15 @@
 //! Training options and their validation, done before any data is read or any device touched.
+//!
+//! Built without LibTorch: the command line parses into these types directly, and a
+//! [`ValidConfig`] carries the proof that [`TrainConfig::validate`] passed, so that the trainer
+//! need not check again.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::codes::{MAX_D, MAX_K};
 use crate::composer::ComposerKind;
-use crate::train::methods::Method;
+use crate::method::Method;
 
 /// Where the tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -60,31 +64,32 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
-/// How the codes start.
+/// How the codes start (`--init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
-    /// Residual k-means tables, words encoded by beam search (residual quantization).
+    /// Residual k-means tables and beam-search codes (the strong default).
     #[default]
     Rq,
-    /// Random network weights; codes come from the encoder (the paper's recipe).
+    /// Random weights, codes from the encoder (the paper's recipe).
     Random,
 }
 
-/// How the softmax temperature changes over the epochs of end-to-end training.
+/// How the softmax temperature changes over the epochs (`--tau-schedule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TauSchedule {
-    /// `tau` throughout.
+    /// Fixed at --tau.
     #[default]
     Constant,
-    /// From `tau` down to `tau_min` in equal steps.
+    /// Linear from --tau to --tau-min.
     Linear,
-    /// From `tau` down to `tau_min` by a constant factor per epoch.
+    /// Geometric from --tau to --tau-min.
     Exponential,
 }
 
-/// Every training option. Build one, call [`TrainConfig::validate`], then train.
+/// Every training option. Build one, turn it into a [`ValidConfig`] with
+/// [`TrainConfig::validated`] (or let `train` do that), then train.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TrainConfig {
     /// How codes are learned. Methods other than `kd` fix their own composer (`dccl`: sum of
@@ -229,7 +234,27 @@ const BEAM_BUDGET: f64 = 8.0e11;
 /// Most floats any one parameter tensor may hold (4 GiB of f32).
 const MAX_TENSOR_FLOATS: usize = 1 << 30;
 
+/// A [`TrainConfig`] whose options passed [`TrainConfig::validate`]; only
+/// [`TrainConfig::validated`] makes one, so whoever holds it need not check again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ValidConfig(TrainConfig);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = TrainConfig;
+
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
 impl TrainConfig {
+    /// Validates the options and keeps the proof.
+    pub fn validated(self) -> Result<ValidConfig, ConfigError> {
+        self.validate()?;
+        Ok(ValidConfig(self))
+    }
+
     /// Checks every option; cheap, reads no data, touches no device.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let k = self.num_codes;
@@ -400,10 +425,9 @@ impl TrainConfig {
 
     /// The beam width to use for `n` words of width `dim`: the one given, else the widest power
     /// of two from 8 to 64 whose search stays within a fixed amount of arithmetic. Wider beams
-    /// find better codes (on the 20k GloVe head, after least squares: beam 8 0.246, 16 0.224,
-    /// 32 0.208, 64 0.196) at a cost linear in the width; the budget keeps the full 400k GloVe
-    /// at K=32 D=32 to a few minutes on two cores. Depends only on sizes, never on the clock, so
-    /// results stay reproducible.
+    /// find better codes at a cost linear in the width (docs/benchmarks.md); the budget keeps the
+    /// full 400k GloVe at K=32 D=32 to a few minutes on two cores. Depends only on sizes, never on
+    /// the clock, so results stay reproducible.
     pub fn auto_beam(&self, n: usize, dim: usize) -> usize {
         if let Some(b) = self.beam {
             return b;

@@ -1,0 +1,420 @@
+//! Nearest neighbours by cosine similarity, the one search behind `similar`, the evaluation's
+//! neighbour overlap, the trainer's report and the analogy answers.
+//!
+//! Every list is ranked the same way: a higher cosine first, an equal cosine to the lower row
+//! (in a frequency-sorted vocabulary, the more common word); a row without direction (all
+//! zeros) and a NaN score are never anyone's neighbour.
+//!
+//! ```
+//! use kdcompress::neighbours::UnitRows;
+//!
+//! let rows = UnitRows::new(vec![1.0, 0.0, 0.0, 3.0, 2.0, 0.1], 2);
+//! let near = rows.nearest(&[1.0, 0.0], 2, None, &[0]);
+//! assert_eq!(near.iter().map(|n| n.row).collect::<Vec<_>>(), [2, 1]);
+//! ```
+
+use rayon::prelude::*;
+
+use crate::linalg::dot;
+
+/// `1 / ‖a‖`, or 0 for a vector without direction.
+pub(crate) fn inverse_norm(a: &[f32]) -> f32 {
+    let n = dot(a, a).sqrt();
+    if n > 0.0 { 1.0 / n } else { 0.0 }
+}
+
+/// Scales `v` to unit length; a vector without direction becomes all zeros.
+pub(crate) fn normalize(v: &mut [f32]) {
+    let inv = inverse_norm(v);
+    v.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// A row and its cosine similarity to a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    /// The row.
+    pub row: usize,
+    /// Cosine similarity, in [-1, 1].
+    pub cosine: f32,
+}
+
+impl Neighbour {
+    /// `self` ranks before `other`: a higher cosine, or an equal one on a lower row.
+    fn ranks_before(&self, other: &Neighbour) -> bool {
+        self.cosine > other.cosine || (self.cosine == other.cosine && self.row < other.row)
+    }
+}
+
+/// The best `k` of a stream of scored rows, offered in any order; small k makes a sorted vector
+/// faster than a heap.
+#[derive(Debug, Clone)]
+pub(crate) struct TopK {
+    k: usize,
+    items: Vec<Neighbour>,
+}
+
+impl TopK {
+    pub(crate) fn new(k: usize) -> Self {
+        TopK {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
+    }
+
+    pub(crate) fn offer(&mut self, row: usize, cosine: f32) {
+        if self.k == 0 || cosine.is_nan() {
+            return;
+        }
+        let n = Neighbour { row, cosine };
+        if self.items.len() == self.k && !n.ranks_before(&self.items[self.k - 1]) {
+            return;
+        }
+        let at = self.items.partition_point(|x| x.ranks_before(&n));
+        self.items.insert(at, n);
+        self.items.truncate(self.k);
+    }
+
+    /// Adds what `other` kept, as if its rows had been offered here.
+    pub(crate) fn merge(&mut self, other: TopK) {
+        for n in other.items {
+            self.offer(n.row, n.cosine);
+        }
+    }
+
+    /// The kept rows, best first.
+    pub(crate) fn sorted(&self) -> &[Neighbour] {
+        &self.items
+    }
+
+    pub(crate) fn into_sorted(self) -> Vec<Neighbour> {
+        self.items
+    }
+}
+
+/// Offers row `first + i` (the `i`-th row of `rows`) to the list of every query it is not
+/// `skip`ped for (`skip(query, row)`), scored `dot(query, row) * scale(row, values)`; queries
+/// are unit rows of width `dim`, one list each. `scale` turns a row to unit length and is 0 for a
+/// row without direction, which is offered to nobody.
+fn offer_rows(
+    rows: &[f32],
+    dim: usize,
+    first: usize,
+    scale: impl Fn(usize, &[f32]) -> f32,
+    queries: &[f32],
+    skip: impl Fn(usize, usize) -> bool,
+    tops: &mut [TopK],
+) {
+    for (i, v) in rows.chunks_exact(dim).enumerate() {
+        let row = first + i;
+        let s = scale(row, v);
+        if s == 0.0 {
+            continue;
+        }
+        for (b, (q, top)) in queries.chunks_exact(dim).zip(tops.iter_mut()).enumerate() {
+            if !skip(b, row) {
+                top.offer(row, dot(q, v) * s);
+            }
+        }
+    }
+}
+
+/// Lists of the nearest rows to a fixed set of queries, filled from rows arriving chunk by chunk
+/// (not yet scaled to unit length), in any order and from any number of lists merged later.
+#[derive(Debug, Clone)]
+pub(crate) struct NearestLists {
+    /// The query vectors, unit length, one row each.
+    queries: std::sync::Arc<Vec<f32>>,
+    /// Per query, the row left out of its list (its own).
+    own: std::sync::Arc<Vec<usize>>,
+    k: usize,
+    tops: Vec<TopK>,
+}
+
+impl NearestLists {
+    /// Lists of `k` for `queries` (rows of width `dim`, any length; scaled here), each leaving
+    /// out its row of `own`.
+    pub(crate) fn new(mut queries: Vec<f32>, dim: usize, own: Vec<usize>, k: usize) -> Self {
+        queries.chunks_exact_mut(dim).for_each(normalize);
+        NearestLists {
+            queries: std::sync::Arc::new(queries),
+            tops: vec![TopK::new(k); own.len()],
+            own: std::sync::Arc::new(own),
+            k,
+        }
+    }
+
+    /// Empty lists for the same queries, for another thread.
+    pub(crate) fn fork(&self) -> Self {
+        NearestLists {
+            queries: self.queries.clone(),
+            own: self.own.clone(),
+            k: self.k,
+            tops: vec![TopK::new(self.k); self.tops.len()],
+        }
+    }
+
+    /// Offers the rows `first..` held in `rows` (width `dim`).
+    pub(crate) fn add(&mut self, first: usize, rows: &[f32], dim: usize) {
+        self.offer(first, rows, dim, |_, v| inverse_norm(v));
+    }
+
+    /// [`NearestLists::add`] with each row's inverse norm (0: no direction) from `scale`.
+    fn offer(
+        &mut self,
+        first: usize,
+        rows: &[f32],
+        dim: usize,
+        scale: impl Fn(usize, &[f32]) -> f32,
+    ) {
+        let own = &self.own;
+        let skip = |b: usize, row| own[b] == row;
+        offer_rows(rows, dim, first, scale, &self.queries, skip, &mut self.tops);
+    }
+
+    /// Adds what `other` found.
+    pub(crate) fn merge(&mut self, other: NearestLists) {
+        for (mine, theirs) in self.tops.iter_mut().zip(other.tops) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Each query's rows, best first.
+    pub(crate) fn rows(&self) -> Vec<Vec<u32>> {
+        self.tops
+            .iter()
+            .map(|t| t.sorted().iter().map(|n| n.row as u32).collect())
+            .collect()
+    }
+}
+
+/// Queries scanned together, so each row is loaded once per block.
+const QUERY_BLOCK: usize = 8;
+
+/// The `k` nearest rows by cosine to each of `queries` (rows of the row-major `matrix` of width
+/// `dim`), the query itself left out, best first. Panics if `dim` is zero or does not divide
+/// the matrix, or a query is not a row: the caller checks.
+pub(crate) fn nearest_rows(
+    matrix: &[f32],
+    dim: usize,
+    queries: &[usize],
+    k: usize,
+) -> Vec<Vec<u32>> {
+    // Each row's norm once, not once per block of queries.
+    let inv: Vec<f32> = matrix.par_chunks(dim).map(inverse_norm).collect();
+    queries
+        .par_chunks(QUERY_BLOCK)
+        .flat_map_iter(|block| {
+            let q: Vec<f32> = block
+                .iter()
+                .flat_map(|&r| matrix[r * dim..(r + 1) * dim].iter().copied())
+                .collect();
+            let mut lists = NearestLists::new(q, dim, block.to_vec(), k);
+            lists.offer(0, matrix, dim, |row, _| inv[row]);
+            lists.rows()
+        })
+        .collect()
+}
+
+/// Rows of a matrix scaled to unit length, for cosine similarity by dot product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitRows {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl UnitRows {
+    /// Normalises each row of the row-major `matrix` of width `dim`; all-zero rows stay zero and
+    /// are never anyone's neighbour. Panics if `dim` is zero or does not divide the length,
+    /// which is a caller's bug.
+    pub fn new(mut matrix: Vec<f32>, dim: usize) -> Self {
+        assert!(
+            dim > 0 && matrix.len().is_multiple_of(dim),
+            "matrix is not rows of {dim}"
+        );
+        matrix.par_chunks_mut(dim).for_each(normalize);
+        UnitRows { dim, data: matrix }
+    }
+
+    /// Row width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// One unit row.
+    pub fn row(&self, row: usize) -> &[f32] {
+        &self.data[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// Offers each of the first `limit` rows to the list of every query (rows of `queries`, used
+    /// as they are: a longer query scales every score alike) it is not `skip`ped for
+    /// (`skip(query, row)`), scored by dot product.
+    pub(crate) fn offer_to(
+        &self,
+        limit: usize,
+        queries: &[f32],
+        skip: impl Fn(usize, usize) -> bool,
+        tops: &mut [TopK],
+    ) {
+        let rows = &self.data[..limit.min(self.len()) * self.dim];
+        offer_rows(rows, self.dim, 0, unit_scale, queries, skip, tops);
+    }
+
+    /// The `k` rows most similar by cosine to `query` (any length; normalised here), among the
+    /// first `limit` rows (all when `None`), leaving out `exclude`; most similar first.
+    pub fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        limit: Option<usize>,
+        exclude: &[usize],
+    ) -> Vec<Neighbour> {
+        assert_eq!(query.len(), self.dim, "query width");
+        let mut q = query.to_vec();
+        normalize(&mut q);
+        let rows = limit.map_or(self.len(), |l| l.min(self.len()));
+        const CHUNK: usize = 4096;
+        let partial: Vec<TopK> = self.data[..rows * self.dim]
+            .par_chunks(CHUNK * self.dim)
+            .enumerate()
+            .map(|(chunk, block)| {
+                let mut top = [TopK::new(k)];
+                let skip = |_, row| exclude.contains(&row);
+                offer_rows(
+                    block,
+                    self.dim,
+                    chunk * CHUNK,
+                    unit_scale,
+                    &q,
+                    skip,
+                    &mut top,
+                );
+                let [top] = top;
+                top
+            })
+            .collect();
+        let mut top = TopK::new(k);
+        for p in partial {
+            top.merge(p);
+        }
+        top.into_sorted()
+    }
+}
+
+/// A unit row needs no scaling; an all-zero one has no direction.
+fn unit_scale(_: usize, v: &[f32]) -> f32 {
+    if v.iter().all(|&x| x == 0.0) {
+        0.0
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_by_cosine_excludes_and_limits() {
+        let m = UnitRows::new(
+            vec![
+                1.0, 0.0, // 0
+                0.0, 2.0, // 1: orthogonal to the query
+                3.0, 0.1, // 2: nearly the query
+                -1.0, 0.0, // 3: opposite
+                0.0, 0.0, // 4: zero row
+            ],
+            2,
+        );
+        let near = m.nearest(&[1.0, 0.0], 4, None, &[0]);
+        let rows: Vec<usize> = near.iter().map(|n| n.row).collect();
+        assert_eq!(rows, vec![2, 1, 3]);
+        assert!((near[0].cosine - 3.0 / (9.01f32).sqrt()).abs() < 1e-6);
+        let rows: Vec<usize> = m
+            .nearest(&[1.0, 0.0], 10, Some(2), &[])
+            .iter()
+            .map(|n| n.row)
+            .collect();
+        assert_eq!(rows, vec![0, 1]);
+    }
+
+    #[test]
+    fn nearest_by_cosine_across_chunks_matches_brute_force() {
+        let dim = 3;
+        let n = 10_000;
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let m = UnitRows::new(data.clone(), dim);
+        let q = [0.3, -0.2, 0.9];
+        let got: Vec<usize> = m.nearest(&q, 5, None, &[]).iter().map(|n| n.row).collect();
+        let mut all: Vec<(f32, usize)> = (0..n)
+            .map(|r| {
+                (
+                    dot(m.row(r), &{
+                        let mut q = q.to_vec();
+                        normalize(&mut q);
+                        q
+                    }),
+                    r,
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let want: Vec<usize> = all.iter().take(5).map(|x| x.1).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn top_k_keeps_the_best_in_any_order_ties_to_the_lower_row() {
+        let scores = [
+            (5, 0.5),
+            (1, 0.9),
+            (3, 0.5),
+            (0, f32::NAN),
+            (2, 0.1),
+            (4, 0.9),
+        ];
+        let mut one = TopK::new(3);
+        for &(row, s) in &scores {
+            one.offer(row, s);
+        }
+        let (mut a, mut b) = (TopK::new(3), TopK::new(3));
+        for &(row, s) in scores.iter().rev() {
+            if row % 2 == 0 { &mut a } else { &mut b }.offer(row, s);
+        }
+        a.merge(b);
+        let rows = |t: &TopK| t.sorted().iter().map(|n| n.row).collect::<Vec<_>>();
+        assert_eq!(rows(&one), [1, 4, 3]);
+        assert_eq!(rows(&a), rows(&one));
+        let mut none = TopK::new(0);
+        none.offer(0, 1.0);
+        assert!(none.into_sorted().is_empty());
+    }
+
+    #[test]
+    fn lists_fed_in_chunks_equal_one_scan() {
+        // Rows 2 and 5 are copies (a tie), row 4 has no direction.
+        let m = [
+            1.0, 0.2, 0.0, 1.0, 0.9, 0.3, -1.0, 0.5, 0.0, 0.0, 0.9, 0.3, 0.4, 0.4,
+        ];
+        let whole = nearest_rows(&m, 2, &[0, 3], 4);
+        assert_eq!(whole, vec![vec![2, 5, 6, 1], vec![1, 6, 2, 5]]);
+        let queries = [&m[0..2], &m[6..8]].concat();
+        let mut a = NearestLists::new(queries, 2, vec![0, 3], 4);
+        let mut b = a.fork();
+        b.add(4, &m[8..], 2);
+        a.add(0, &m[..8], 2);
+        a.merge(b);
+        assert_eq!(a.rows(), whole);
+    }
+}

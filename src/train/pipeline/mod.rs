@@ -1,0 +1,110 @@
+//! The default method (`kd`): its stages in order, each measured on every word.
+//!
+//! [`run`] reads as the stage order; each stage lives in its own file: [`tables`] (`rq`, `lsq`),
+//! [`gradient`] (`composer`, `end-to-end`), [`refine`].
+
+mod gradient;
+mod refine;
+mod tables;
+
+use tch::{Device, nn};
+
+use super::model::{ComposerNet, Encoder};
+use super::outcome::conclude;
+use super::reporter::Reporter;
+use super::rng::Rng;
+use super::training_set::TrainingSet;
+use super::{Init, TrainConfig, TrainError, Trained};
+use crate::composer::{ComposerConfig, ComposerKind};
+
+/// A round must lower the error over all words by this share to earn another.
+const MIN_GAIN: f64 = 1e-3;
+
+/// Trains KD codes: `rq`, then `lsq`, then the composer on the fixed codes, then `refine`
+/// (or, with `Init::Random`, the paper's end-to-end recipe), as the options allow.
+pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, TrainError> {
+    let cfg = set.cfg;
+    if set.device == Device::Cpu {
+        // Parallelism comes from row chunks on plain threads (see `parallel`); LibTorch's own
+        // spinning pool would only compete with them.
+        tch::set_num_threads(1);
+    }
+    let nets = Nets::new(set, &mut out.rng);
+    let codes = match cfg.init {
+        Init::Rq => {
+            let (mut tables, mut codes) = tables::stage_rq(set, &mut out)?;
+            if cfg.refine && cfg.lsq_rounds > 0 {
+                (tables, codes) = tables::stage_lsq(set, &mut out, tables, codes)?;
+            }
+            tables::init_from_tables(&nets.composer, &tables, &mut out.rng);
+            gradient::stage_composer(set, &mut out, &nets, &codes)?;
+            codes
+        }
+        Init::Random => gradient::stage_end_to_end(set, &mut out, &nets)?,
+    };
+    let codes = if nets.refine_applies(cfg) {
+        refine::stage_refine(set, &mut out, &nets, codes)?
+    } else {
+        codes
+    };
+    *out.stage = "export".into();
+    let composer = nets.composer.export()?;
+    conclude(set, out, composer, codes, set.workers, None)
+}
+
+/// The networks of a run, their variables in one store.
+struct Nets {
+    vs: nn::VarStore,
+    composer: ComposerNet,
+    /// The paper's encoder g: with `Init::Random`, or to distil.
+    encoder: Option<Encoder>,
+    /// After least squares and ICM a linear composer has nothing left to learn with those codes,
+    /// and re-encoding through it is the ICM that already converged.
+    linear_is_optimal: bool,
+}
+
+impl Nets {
+    fn new(set: &TrainingSet, rng: &mut Rng) -> Self {
+        let cfg = set.cfg;
+        let d = set.d as usize;
+        let composer_cfg = ComposerConfig {
+            kind: cfg.composer,
+            num_codebooks: cfg.num_codebooks,
+            num_codes: cfg.num_codes,
+            code_dim: cfg.code_dim.unwrap_or(d),
+            hidden: cfg.hidden,
+            out_dim: d,
+        };
+        let vs = nn::VarStore::new(set.device);
+        let composer = ComposerNet::new(&vs.root(), composer_cfg, rng);
+        let encoder = (cfg.init == Init::Random || cfg.distill).then(|| {
+            Encoder::new(
+                &vs.root(),
+                d,
+                cfg.hidden,
+                cfg.num_codebooks,
+                cfg.num_codes,
+                rng,
+            )
+        });
+        let linear_is_optimal = cfg.init == Init::Rq
+            && cfg.refine
+            && cfg.lsq_rounds > 0
+            && cfg.composer == ComposerKind::Linear
+            && encoder.is_none();
+        Nets {
+            vs,
+            composer,
+            encoder,
+            linear_is_optimal,
+        }
+    }
+
+    /// Whether `refine` can propose codes: through the composer's additive part, or the encoder.
+    fn refine_applies(&self, cfg: &TrainConfig) -> bool {
+        cfg.refine
+            && cfg.refine_rounds > 0
+            && !self.linear_is_optimal
+            && (self.composer.mapped_tables().is_some() || self.encoder.is_some())
+    }
+}

@@ -1,0 +1,206 @@
+//! The stages without gradients: `rq` (residual k-means tables, beam-search codes) and `lsq`
+//! (tables refit by least squares, codes by ICM), and the composer set to decode as the tables.
+
+use std::time::Instant;
+
+use tch::{Kind, Tensor};
+
+use super::MIN_GAIN;
+use crate::composer::ComposerKind;
+use crate::train::model::ComposerNet;
+use crate::train::parallel::{chunks, par_chunks};
+use crate::train::quantize::additive::chunk;
+use crate::train::quantize::kmeans::KMeans;
+use crate::train::quantize::lsq::{self, NormalEquations};
+use crate::train::quantize::rq;
+use crate::train::reporter::Reporter;
+use crate::train::rng::Rng;
+use crate::train::training_set::{Decoder, TrainingSet};
+use crate::train::{TrainError, allocator};
+
+/// Words per code sampled to learn the tables, and a cap: deep tables model small residuals
+/// and need many points.
+const KMEANS_POINTS_PER_CODE: usize = 1024;
+const KMEANS_MAX_POINTS: usize = 65_536;
+/// Lloyd iterations per progressive round, and the rounds (faiss's residual quantizer's
+/// defaults): see `quantize::kmeans` for why the rounds matter in high dimensions.
+const KMEANS_ITERATIONS: usize = 10;
+const KMEANS_ROUNDS: usize = 10;
+/// Ridge of the least-squares fit, relative to the mean number of words per code.
+const RIDGE: f64 = 1e-4;
+/// ICM sweeps per re-encoding.
+pub(super) const ICM_SWEEPS: usize = 2;
+
+/// Residual k-means tables on a sample of the training words; every word encoded by beam search.
+pub(super) fn stage_rq(
+    set: &TrainingSet,
+    out: &mut Reporter,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let cfg = set.cfg;
+    let t0 = Instant::now();
+    out.begin("rq", set.n as u64);
+    let n_train = set.train_rows.size()[0];
+    let m = (n_train as usize)
+        .min(KMEANS_POINTS_PER_CODE * cfg.num_codes)
+        .min(KMEANS_MAX_POINTS) as i64;
+    let beam = cfg.auto_beam(set.n as usize, set.d as usize) as i64;
+    let tables = tch::no_grad(|| {
+        let pick = out
+            .rng
+            .permutation(n_train as usize, set.device)
+            .narrow(0, 0, m);
+        let sample = set
+            .x
+            .index_select(0, &set.train_rows.index_select(0, &pick));
+        // Greedy residuals (a beam of 1): training the tables along a wider beam, as faiss does,
+        // costs several times more for no better tables here.
+        let kmeans = KMeans {
+            k: set.k,
+            iterations: KMEANS_ITERATIONS,
+            progressive_rounds: KMEANS_ROUNDS,
+            workers: set.workers,
+        };
+        rq::residual_kmeans(&sample, set.num_codebooks, &kmeans, 1, &mut out.rng)
+    });
+    // k-means' temporaries are freed, but the allocator keeps their pages for itself.
+    allocator::release_free_memory();
+    out.progress.message(&format!(
+        "rq: tables by residual k-means on {m} words, every word encoded by beam search (width {beam})"
+    ));
+    let codes = set.encode_all(
+        out,
+        None,
+        rq::memory_per_row(beam, set.k, set.d),
+        || tables.shallow_clone(),
+        |t, xc, _| rq::beam_encode(xc, t, beam),
+    );
+    let decoder = Decoder::Additive(tables.shallow_clone());
+    out.finish(set, "rq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
+    Ok((tables, codes))
+}
+
+/// The joint least-squares tables for `codes`, over the training words, on the workers.
+fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
+    let (num_codebooks, k, d) = (set.num_codebooks, set.k, set.d);
+    if num_codebooks * k > lsq::JOINT_LIMIT {
+        return tch::no_grad(|| lsq::fit_blockwise(&set.x, codes, Some(&set.train_mask), old));
+    }
+    let parts = chunks(set.n, NormalEquations::chunk_rows(num_codebooks));
+    let states: Vec<_> = (0..set.workers.min(parts.len()))
+        .map(|_| {
+            (
+                set.x.shallow_clone(),
+                codes.shallow_clone(),
+                set.train_mask.shallow_clone(),
+                NormalEquations::new(num_codebooks, k, d, set.device),
+            )
+        })
+        .collect();
+    let (states, _) = par_chunks(
+        states,
+        &parts,
+        |(x, c, m, normal), s, len| {
+            let (xc, cc) = chunk(x, c, Some(m), s, len);
+            normal.add(&xc, &cc);
+        },
+        |_| {},
+    );
+    tch::no_grad(|| {
+        let mut iter = states.into_iter().map(|(_, _, _, n)| n);
+        let mut total = iter.next().expect("at least one worker");
+        for other in iter {
+            total.merge(&other);
+        }
+        total
+            .solve(RIDGE)
+            .unwrap_or_else(|| lsq::fit_blockwise(&set.x, codes, Some(&set.train_mask), old))
+    })
+}
+
+/// Alternates least-squares tables and ICM codes while the error over all words falls.
+pub(super) fn stage_lsq(
+    set: &TrainingSet,
+    out: &mut Reporter,
+    mut tables: Tensor,
+    mut codes: Tensor,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let cfg = set.cfg;
+    let t0 = Instant::now();
+    out.begin("lsq", set.n as u64);
+    // Every word is compressed, so rounds are judged by the error over all words (which a round
+    // cannot raise on the words it fits); the held-out error is logged to show generalisation.
+    let mut best = set.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
+    for round in 1..=cfg.lsq_rounds {
+        if set.out_of_time() {
+            out.progress.message("lsq: time limit reached");
+            break;
+        }
+        let r0 = Instant::now();
+        let new_tables = fit_tables(set, &codes, &tables);
+        out.begin("lsq", set.n as u64);
+        let new_codes = set.encode_all(
+            out,
+            Some(&codes),
+            lsq::icm_memory_per_row(set.k, set.d),
+            || new_tables.shallow_clone(),
+            |t, xc, cc| lsq::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
+        );
+        let decoder = Decoder::Additive(new_tables.shallow_clone());
+        let all = set.mse_of(&new_codes, None, &decoder);
+        let improved = all < best;
+        let val_mse = set.val_mse(&new_codes, &decoder);
+        out.progress
+            .epoch(&set.round_record("lsq", round, all, val_mse, improved, r0));
+        if !improved {
+            break;
+        }
+        let gain = (best - all) / best.max(f64::MIN_POSITIVE);
+        (tables, codes, best) = (new_tables, new_codes, all);
+        if gain < MIN_GAIN {
+            break;
+        }
+    }
+    let decoder = Decoder::Additive(tables.shallow_clone());
+    out.finish(set, "lsq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
+    Ok((tables, codes))
+}
+
+/// Sets the composer so that it decodes exactly as the additive tables do: code vectors are the
+/// tables (projected onto their main directions when d' differs from d), the output map their
+/// inverse projection (identity when d' = d), the bias zero; the mlp's hidden output is already
+/// zero. The lstm only takes the code vectors.
+pub(super) fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng) {
+    tch::no_grad(|| {
+        let s = tables.size();
+        let (dk, d) = (s[0] * s[1], s[2]);
+        let e = net.config().code_dim as i64;
+        let flat = tables.view([dk, d]);
+        let (codebooks, w) = if e == d {
+            (flat.copy(), Tensor::eye(d, (Kind::Float, tables.device())))
+        } else {
+            let gram = flat.tr().matmul(&flat).to_kind(Kind::Double);
+            let (_, vecs) = gram.linalg_eigh("L");
+            let take = e.min(d);
+            let v = vecs.flip([1]).narrow(1, 0, take).to_kind(Kind::Float);
+            let (mut cb, mut w) = (flat.matmul(&v), v);
+            if e > d {
+                // Extra dimensions start tiny but non-zero so that gradients can grow them.
+                let dev = tables.device();
+                cb = Tensor::cat(&[cb, rng.normal_tensor(dk, e - d, 1e-3, dev)], 1);
+                w = Tensor::cat(&[w, rng.normal_tensor(d, e - d, 1e-3, dev)], 1);
+            }
+            (cb, w)
+        };
+        net.codebooks
+            .shallow_clone()
+            .copy_(&codebooks.view([s[0], s[1], e]));
+        if let Some(out) = net
+            .out
+            .as_ref()
+            .filter(|_| net.config().kind != ComposerKind::Lstm)
+        {
+            out.weight.shallow_clone().copy_(&w);
+            let _ = out.bias.shallow_clone().zero_();
+        }
+    });
+}

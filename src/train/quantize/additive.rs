@@ -1,0 +1,59 @@
+//! What the quantizers share: decoding codes through additive tables, and chunk sizes.
+
+use tch::{Device, Kind, Tensor};
+
+/// Floats a chunk's largest temporary may hold (8 MiB): small enough that the allocator reuses
+/// the memory from chunk to chunk (see [`crate::train::allocator`]), large enough that
+/// per-operation overhead stays small.
+const CHUNK_FLOATS: i64 = 1 << 21;
+
+/// Rows per chunk when each row needs `per_row` floats of scratch (at least 1, at most 65,536).
+pub fn chunk_rows(per_row: i64) -> i64 {
+    (CHUNK_FLOATS / per_row.max(1)).clamp(1, 65_536)
+}
+
+/// Index offsets `i * K` that turn position-local codes into rows of the flattened tables.
+pub fn offsets(num_codebooks: i64, num_codes: i64, device: Device) -> Tensor {
+    Tensor::arange_start_step(
+        0,
+        num_codebooks * num_codes,
+        num_codes,
+        (Kind::Int64, device),
+    )
+}
+
+/// The sum of each row's table entries, `[B, d]`, for codes `[B, D]`.
+///
+/// Adds one position at a time so that nothing larger than `[B, d]` is made (a `[B, D, d]`
+/// gather would dominate the memory of a chunk).
+pub fn additive_decode(tables: &Tensor, codes: &Tensor) -> Tensor {
+    let codes = codes.to_kind(Kind::Int64);
+    let entry = |i: i64| tables.get(i).index_select(0, &codes.select(1, i));
+    let mut sum = entry(0);
+    for i in 1..tables.size()[0] {
+        sum += entry(i);
+    }
+    sum
+}
+
+/// Rows `s..s+len` of `x` and `codes` (as Int64), keeping only those selected by `rows` (a Bool
+/// mask over all rows).
+pub fn chunk(
+    x: &Tensor,
+    codes: &Tensor,
+    rows: Option<&Tensor>,
+    s: i64,
+    len: i64,
+) -> (Tensor, Tensor) {
+    let (xc, cc) = (
+        x.narrow(0, s, len),
+        codes.narrow(0, s, len).to_kind(Kind::Int64),
+    );
+    match rows {
+        Some(m) => {
+            let keep = m.narrow(0, s, len).nonzero().squeeze_dim(1);
+            (xc.index_select(0, &keep), cc.index_select(0, &keep))
+        }
+        None => (xc, cc),
+    }
+}

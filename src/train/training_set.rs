@@ -1,0 +1,348 @@
+//! The words being compressed, as every method sees them: the matrix as a tensor, the one
+//! held-out split, the workers, and the chunked passes over all words (encode, score, error).
+
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use super::model::ComposerNet;
+use super::outcome::torch_err;
+use super::parallel::{chunks, par_chunks};
+use super::quantize::{additive_decode, chunk_rows};
+use super::reporter::Reporter;
+use super::{TrainConfig, TrainError, allocator};
+use crate::embeddings::Embeddings;
+use crate::eval::{self, NeighbourReference, Scores};
+use crate::progress::{Criterion, EpochRecord, Tick};
+
+/// Distinguishes the validation split's random stream from the neighbour sample's.
+const SPLIT_SALT: u64 = 0x5E_ED0F_5B1D;
+/// At most this many held-out words: enough to compare epochs, cheap to decode.
+const MAX_VAL: usize = 10_000;
+
+/// Read-only state shared by all stages.
+pub(crate) struct TrainingSet<'a> {
+    pub cfg: &'a TrainConfig,
+    pub host: &'a [f32],
+    /// The matrix `[N, d]` on the training device (on the CPU, a view of `host`).
+    pub x: Tensor,
+    pub n: i64,
+    pub d: i64,
+    /// D, positions per word.
+    pub num_codebooks: i64,
+    /// K, codes per position.
+    pub k: i64,
+    pub device: Device,
+    /// The narrowest integer kind that holds every code (the least-squares rounds hold two sets).
+    pub code_kind: Kind,
+    pub workers: usize,
+    pub train_rows: Tensor,
+    pub val_rows: Tensor,
+    pub train_mask: Tensor,
+    pub start: Instant,
+}
+
+/// A CPU tensor over the embedding matrix without copying it.
+///
+/// # Safety
+/// The tensor aliases `data`: it and every view of it must be dropped before `data` is, and
+/// nothing may write through it. [`TrainingSet`] keeps it beside its borrow of `data`, and the
+/// stages only read it and never return it or a view of it.
+fn borrow_matrix(data: &[f32], n: i64, d: i64) -> Tensor {
+    // SAFETY: `data` holds n*d initialised f32s, contiguous; see the contract above.
+    unsafe { Tensor::from_blob(data.as_ptr().cast(), &[n, d], &[], Kind::Float, Device::Cpu) }
+}
+
+impl<'a> TrainingSet<'a> {
+    /// The words of `emb` on `device`, with the seeded held-out split.
+    pub fn new(
+        emb: &'a Embeddings,
+        cfg: &'a TrainConfig,
+        device: Device,
+        start: Instant,
+    ) -> Result<Self, TrainError> {
+        let workers = cfg
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let n = emb.len();
+        let d = emb.dim();
+        let host = emb.matrix();
+        let x_host = borrow_matrix(host, n as i64, d as i64);
+        let x = if device == Device::Cpu {
+            x_host.shallow_clone()
+        } else {
+            x_host
+                .f_to_device(device)
+                .map_err(|e| torch_err("setup", e))?
+        };
+        let (mut val, is_val) = held_out(n, cfg.val_fraction, cfg.seed ^ SPLIT_SALT);
+        val.sort_unstable();
+        let train: Vec<usize> = (0..n).filter(|&r| !is_val[r]).collect();
+        let mask: Vec<bool> = is_val.iter().map(|v| !v).collect();
+        let k = cfg.num_codes as i64;
+        let mut set = TrainingSet {
+            cfg,
+            host,
+            x,
+            n: n as i64,
+            d: d as i64,
+            num_codebooks: cfg.num_codebooks as i64,
+            k,
+            device,
+            code_kind: if k <= 1 << 8 {
+                Kind::Uint8
+            } else if k <= 1 << 15 {
+                Kind::Int16
+            } else {
+                Kind::Int
+            },
+            workers,
+            train_rows: Tensor::new(),
+            val_rows: Tensor::new(),
+            train_mask: Tensor::from_slice(&mask).to_device(device),
+            start,
+        };
+        set.train_rows = set.rows_tensor(&train);
+        set.val_rows = set.rows_tensor(&val);
+        drop((train, val, is_val, mask));
+        allocator::release_free_memory();
+        Ok(set)
+    }
+
+    /// Words held out for validation.
+    pub fn num_val(&self) -> i64 {
+        self.val_rows.size()[0]
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    pub fn out_of_time(&self) -> bool {
+        self.cfg.time_limit.is_some_and(|t| self.elapsed() >= t)
+    }
+
+    fn rows_tensor(&self, rows: &[usize]) -> Tensor {
+        let v: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        Tensor::from_slice(&v).to_device(self.device)
+    }
+
+    /// The record of round `round` of `stage`, a round judged by the error over all words (`all`)
+    /// with the held-out error (`val_mse`) beside it, begun at `started`.
+    pub fn round_record(
+        &self,
+        stage: &str,
+        round: usize,
+        all: f64,
+        val_mse: f64,
+        improved: bool,
+        started: Instant,
+    ) -> EpochRecord {
+        EpochRecord {
+            stage: stage.into(),
+            epoch: round,
+            train_loss: Some(all),
+            val_mse,
+            best: improved,
+            judged_by: Criterion::AllWords,
+            tau: None,
+            learning_rate: None,
+            samples_per_sec: self.n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            elapsed_secs: self.elapsed(),
+        }
+    }
+
+    /// Runs `f(state, x rows, their current codes)` over chunks of rows on the workers and
+    /// gathers the new codes. `per_row` is the encoder's scratch memory per row (floats);
+    /// `state` makes one worker's handles (called here, once per worker).
+    ///
+    /// Each worker writes its chunks' codes straight into one preallocated tensor: per-chunk
+    /// results kept until the end would sit between the chunks' freed temporaries in the
+    /// allocator's arenas and keep them from shrinking.
+    pub fn encode_all<S: Send>(
+        &self,
+        out: &mut Reporter,
+        codes: Option<&Tensor>,
+        per_row: i64,
+        state: impl Fn() -> S,
+        f: impl Fn(&mut S, &Tensor, Option<&Tensor>) -> Tensor + Sync,
+    ) -> Tensor {
+        let parts = chunks(self.n, chunk_rows(per_row));
+        let all = Tensor::zeros([self.n, self.num_codebooks], (self.code_kind, self.device));
+        let states: Vec<_> = (0..self.workers.min(parts.len()))
+            .map(|_| {
+                (
+                    self.x.shallow_clone(),
+                    codes.map(Tensor::shallow_clone),
+                    all.shallow_clone(),
+                    state(),
+                )
+            })
+            .collect();
+        let t0 = Instant::now();
+        let mut done = 0;
+        par_chunks(
+            states,
+            &parts,
+            |(x, c, dst, st), s, len| {
+                let cc = c.as_ref().map(|c| c.narrow(0, s, len));
+                let new = f(st, &x.narrow(0, s, len), cc.as_ref());
+                // Chunks are disjoint rows, so the workers never write the same memory.
+                let mut rows = dst.narrow(0, s, len);
+                rows.copy_(&new);
+            },
+            |len| {
+                done += len;
+                out.progress.tick(&Tick {
+                    done: done as u64,
+                    samples_per_sec: Some(done as f64 / t0.elapsed().as_secs_f64().max(1e-9)),
+                    ..Tick::default()
+                });
+            },
+        );
+        all
+    }
+
+    /// Decodes rows `rows` (host indices) to a host matrix.
+    fn decode_rows(&self, codes: &Tensor, rows: &[usize], decoder: &Decoder) -> Vec<f32> {
+        tch::no_grad(|| {
+            let y = decoder
+                .decode(&codes.index_select(0, &self.rows_tensor(rows)))
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            Vec::<f32>::try_from(y.view(-1)).unwrap_or_default()
+        })
+    }
+
+    /// Scores every word's decoded vector against the original on the workers, chunk by chunk,
+    /// so that no decoded copy of the matrix is ever held.
+    pub fn score(
+        &self,
+        codes: &Tensor,
+        decoder: &Decoder,
+        reference: &NeighbourReference,
+    ) -> Result<Scores, TrainError> {
+        let d = self.d as usize;
+        let queries = self.decode_rows(codes, reference.rows(), decoder);
+        let first = reference.scorer(self.host, &queries)?;
+        let parts = chunks(self.n, chunk_rows(decoder.memory_per_row()));
+        let states: Vec<_> = (0..self.workers.min(parts.len()).max(1))
+            .map(|_| {
+                (
+                    codes.shallow_clone(),
+                    decoder.fork(),
+                    first.fork(),
+                    Vec::new(),
+                )
+            })
+            .collect();
+        let (states, results) = par_chunks(
+            states,
+            &parts,
+            |(c, dec, scorer, buf), s, len| {
+                let y = dec
+                    .decode(&c.narrow(0, s, len))
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous();
+                buf.resize(len as usize * d, 0f32);
+                y.copy_data(buf, len as usize * d);
+                scorer.add(s as usize, buf)
+            },
+            |_| {},
+        );
+        results.into_iter().collect::<Result<(), _>>()?;
+        let mut total = first;
+        for (_, _, scorer, _) in states {
+            total.merge(scorer);
+        }
+        Ok(total.finish())
+    }
+
+    /// Mean squared error per held-out word.
+    pub fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> f64 {
+        self.mse_of(codes, Some(&self.val_rows), decoder)
+    }
+
+    /// Mean squared error per word over `rows` (all words if `None`).
+    pub fn mse_of(&self, codes: &Tensor, rows: Option<&Tensor>, decoder: &Decoder) -> f64 {
+        let count = rows.map_or(self.n, |r| r.size()[0]);
+        let parts = chunks(count, chunk_rows(decoder.memory_per_row()));
+        let states: Vec<_> = (0..self.workers.min(parts.len()))
+            .map(|_| {
+                (
+                    self.x.shallow_clone(),
+                    codes.shallow_clone(),
+                    rows.map(Tensor::shallow_clone),
+                    decoder.fork(),
+                )
+            })
+            .collect();
+        let (_, sums) = par_chunks(
+            states,
+            &parts,
+            |(x, c, r, dec), s, len| {
+                let (c, x) = match r {
+                    Some(r) => {
+                        let r = r.narrow(0, s, len);
+                        (c.index_select(0, &r), x.index_select(0, &r))
+                    }
+                    None => (c.narrow(0, s, len), x.narrow(0, s, len)),
+                };
+                (dec.decode(&c) - x)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            },
+            |_| {},
+        );
+        sums.iter().sum::<f64>() / count.max(1) as f64
+    }
+}
+
+/// The rows held out for validation, in the order drawn, and a mask marking them:
+/// `val_fraction` of the `n` words drawn with `seed`, at least one, at most [`MAX_VAL`], and
+/// always leaving one to train on.
+fn held_out(n: usize, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<bool>) {
+    let n_val = ((n as f64 * val_fraction).round() as usize)
+        .clamp(1, n.saturating_sub(1).max(1))
+        .min(MAX_VAL);
+    let val = eval::sample_rows(n, n_val, seed);
+    let mut is_val = vec![false; n];
+    for &r in &val {
+        is_val[r] = true;
+    }
+    (val, is_val)
+}
+
+/// What turns codes into vectors at some stage: the additive tables, or the composer.
+pub(crate) enum Decoder {
+    Additive(Tensor),
+    Net(ComposerNet),
+}
+
+impl Decoder {
+    pub fn fork(&self) -> Self {
+        match self {
+            Decoder::Additive(t) => Decoder::Additive(t.shallow_clone()),
+            Decoder::Net(n) => Decoder::Net(n.shallow_clone()),
+        }
+    }
+
+    pub fn decode(&self, codes: &Tensor) -> Tensor {
+        match self {
+            Decoder::Additive(t) => additive_decode(t, codes),
+            Decoder::Net(n) => n.decode(codes),
+        }
+    }
+
+    /// Floats of scratch per decoded row, to size chunks.
+    pub fn memory_per_row(&self) -> i64 {
+        match self {
+            // The running sum, one gathered entry and the difference to the original.
+            Decoder::Additive(t) => t.size()[2] * 4,
+            Decoder::Net(n) => n.memory_per_row(),
+        }
+    }
+}
