@@ -76,7 +76,7 @@ impl Rng {
         overwrite(t, &v);
     }
 
-    /// A CPU float tensor of `shape` with normal values of deviation `stdev`.
+    /// A CPU float tensor of `shape` with normal values (`.to_device` places it elsewhere) of deviation `stdev`.
     pub fn normal_of(&mut self, shape: &[i64], stdev: f64) -> Tensor {
         let t = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
         self.fill_normal(&t, stdev);
@@ -97,13 +97,6 @@ impl Rng {
             .map(|_| (low + self.unit() * (high - low)) as f32)
             .collect();
         overwrite(&t, &v);
-        t
-    }
-
-    /// A `[rows, cols]` tensor of normal values of deviation `stdev`.
-    pub fn normal_tensor(&mut self, rows: i64, cols: i64, stdev: f64, device: Device) -> Tensor {
-        let t = Tensor::zeros([rows, cols], (Kind::Float, device));
-        self.fill_normal(&t, stdev);
         t
     }
 }

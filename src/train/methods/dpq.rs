@@ -363,7 +363,7 @@ mod tests {
         let emb = glove(rows);
         let x = Tensor::from_slice(emb.matrix()).view([rows as i64, 50]);
         let vs = nn::VarStore::new(Device::Cpu);
-        let init = Rng::new(9).normal_tensor(k as i64, 50, 0.5, Device::Cpu);
+        let init = Rng::new(9).normal_of(&[k as i64, 50], 0.5);
         let net = Dpq::new(&vs.root(), variant, dd, k, 0.25, &init);
         (net, x, vs)
     }

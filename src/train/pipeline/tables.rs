@@ -186,8 +186,8 @@ pub(super) fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng
             if e > d {
                 // Extra dimensions start tiny but non-zero so that gradients can grow them.
                 let dev = tables.device();
-                cb = Tensor::cat(&[cb, rng.normal_tensor(dk, e - d, 1e-3, dev)], 1);
-                w = Tensor::cat(&[w, rng.normal_tensor(d, e - d, 1e-3, dev)], 1);
+                cb = Tensor::cat(&[cb, rng.normal_of(&[dk, e - d], 1e-3).to_device(dev)], 1);
+                w = Tensor::cat(&[w, rng.normal_of(&[d, e - d], 1e-3).to_device(dev)], 1);
             }
             (cb, w)
         };

@@ -2,8 +2,8 @@
 //!
 //! In high dimensions the residuals of the later tables are close to isotropic: every point is
 //! about as far from every other, so a centroid seeded on a point wins almost nothing but that
-//! point, and a few centroids near the mean take nearly everything (measured on a 768-d table:
-//! positions 3 and later used 2–3 of their 8 bits). Clustering first on the leading principal
+//! point, and a few centroids near the mean take nearly everything (docs/benchmarks.md,
+//! "High-dimensional tables"). Clustering first on the leading principal
 //! dimensions, where the spread is real, then warm-starting on more and more of them (faiss's
 //! `ProgressiveDimClustering`, its residual quantizer's default) keeps every centroid in use.
 
@@ -86,7 +86,7 @@ impl KMeans {
                 &parts,
                 |(p, c, n), s, len| {
                     let x = p.narrow(0, s, len);
-                    let a = (n.unsqueeze(0) - x.matmul(&c.tr()) * 2.0).argmin(1, false);
+                    let a = nearest(&x, c, n);
                     let sums = c.zeros_like().index_add(0, &a, &x);
                     (sums, a.bincount::<Tensor>(None, k))
                 },
@@ -211,25 +211,22 @@ fn principal_axes(points: &Tensor, workers: usize) -> (Tensor, Tensor, Tensor) {
     (Tensor::cat(&rotated, 0), axes, mean)
 }
 
-/// Nearest centroid of each point, chunked: `[m]` Int64.
-pub fn assign(points: &Tensor, centroids: &Tensor) -> Tensor {
-    let k = centroids.size()[0];
-    let norms = centroids.square().sum_dim_intlist(1, false, None::<Kind>);
-    let m = points.size()[0];
-    let step = chunk_rows(memory_per_point(k));
-    let parts: Vec<Tensor> = (0..m)
-        .step_by(step as usize)
-        .map(|s| {
-            let p = points.narrow(0, s, step.min(m - s));
-            (norms.unsqueeze(0) - p.matmul(&centroids.tr()) * 2.0).argmin(1, false)
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
+/// Nearest of `centroids` (squared norms `norms`) to each row of `points`: `[m]` Int64.
+fn nearest(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
+    (norms.unsqueeze(0) - points.matmul(&centroids.tr()) * 2.0).argmin(1, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assign(points: &Tensor, centroids: &Tensor) -> Tensor {
+        nearest(
+            points,
+            centroids,
+            &centroids.square().sum_dim_intlist(1, false, None::<Kind>),
+        )
+    }
 
     fn error(points: &Tensor, c: &Tensor) -> f64 {
         let a = assign(points, c);

@@ -2,7 +2,7 @@
 //! `T` `[D, K, d]`.
 //!
 //! One quantizer per file, each owning the scratch memory its encoder needs per row:
-//! [`kmeans`] (Lloyd's k-means, k-means++ seeding), [`rq`] (residual k-means tables, beam-search
+//! [`kmeans`] (Lloyd's k-means on progressively more principal dimensions), [`rq`] (residual k-means tables, beam-search
 //! encoding), [`lsq`] (least-squares tables for fixed codes, re-encoding by iterated conditional
 //! modes); [`additive`] holds what they share (the additive decode, chunk sizes). Everything
 //! works on chunks of rows so that no N×D×K or N×D×d tensor ever exists.
