@@ -14,6 +14,7 @@
 //! | `lstm`   | `W_out Σ_t h_t + b_out`, `h_t` the LSTM state after reading `e_0..e_t`    | `composer.lstm.weight_ih [4h, d']`, `composer.lstm.weight_hh [4h, h]`, `composer.lstm.bias_ih [4h]`, `composer.lstm.bias_hh [4h]`, `composer.out.weight [d, h]`, `composer.out.bias [d]` |
 //! | `concat` | the first d values of `e_0 ‖ e_1 ‖ … ‖ e_{D-1}` (needs `D·d' ≥ d`)          | none |
 //! | `split`  | columns `⌊i·d/D⌋..⌊(i+1)·d/D⌋` are the first values of `e_i` (needs `D ≤ d`, `d' = ⌈d/D⌉`) | none |
+//! | `conditioned` | `x̂_D`, with `x̂_0 = 0`, `x̂_i = x̂_{i-1} + e_{i-1} + W_o relu(W_c e_{i-1} + W_s x̂_{i-1} + t_{i-1})` (needs `d' = d`) | `composer.cond.code.weight [h, d]` (`W_c`), `composer.cond.sum.weight [h, d]` (`W_s`), `composer.cond.step [D, h]` (`t`), `composer.cond.out.weight [d, h]` (`W_o`) |
 //!
 //! `split` is product quantization with balanced groups: widths differ by at most one and tile
 //! the d columns exactly, so no code is spent on padding when D does not divide d (with
@@ -22,6 +23,14 @@
 //! and decoders ignore them. When D divides d, `split` decodes exactly as `concat`.
 //!
 //! The LSTM follows PyTorch: gates in the order input, forget, cell, output; zero initial state.
+//!
+//! `conditioned` decodes step by step: the code vector chosen at step i is corrected by one small
+//! network, shared by all steps (told apart by the step embedding `t_i`), that sees the
+//! reconstruction so far (implicit neural codebooks, Huijben et al., ICML 2024). With `W_o = 0`
+//! it is exactly the additive sum `Σ_i e_i`. Readers need not work in d dimensions: with
+//! `u_i = W_s x̂_i`, `z_i = relu(A[i, c_i] + u_i)` and `u_{i+1} = u_i + B[i, c_i] + P z_i`, where
+//! `A[i, k] = W_c codebooks[i, k] + t_i`, `B[i, k] = W_s codebooks[i, k]` and `P = W_s W_o`, the
+//! output is `Σ_i e_i + W_o Σ_i z_i`: a decode costs D·h² multiply-adds plus one `[d, h]` product.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -46,22 +55,33 @@ pub enum ComposerKind {
     Concat,
     /// Code vector i fills output columns `⌊i·d/D⌋..⌊(i+1)·d/D⌋` (balanced product quantization).
     Split,
+    /// Code vectors added in order, each corrected by a shared network that sees the sum so far.
+    Conditioned,
 }
 
 impl ComposerKind {
     /// Every kind, in the order of their codes in the `.kdz` model section.
-    pub const ALL: [ComposerKind; 5] = [
+    pub const ALL: [ComposerKind; 6] = [
         ComposerKind::Linear,
         ComposerKind::Mlp,
         ComposerKind::Lstm,
         ComposerKind::Concat,
         ComposerKind::Split,
+        ComposerKind::Conditioned,
     ];
 
     /// Whether the output is assembled from slices of the code vectors (`concat`, `split`)
     /// rather than computed by a network: there are no tensors besides `codebooks`.
     pub fn is_assembled(self) -> bool {
         matches!(self, ComposerKind::Concat | ComposerKind::Split)
+    }
+
+    /// Whether the output passes through `composer.out` (linear, mlp, lstm).
+    pub fn has_out_map(self) -> bool {
+        matches!(
+            self,
+            ComposerKind::Linear | ComposerKind::Mlp | ComposerKind::Lstm
+        )
     }
 
     /// The name used in files and on the command line.
@@ -72,6 +92,7 @@ impl ComposerKind {
             ComposerKind::Lstm => "lstm",
             ComposerKind::Concat => "concat",
             ComposerKind::Split => "split",
+            ComposerKind::Conditioned => "conditioned",
         }
     }
 
@@ -92,7 +113,7 @@ pub struct ComposerConfig {
     pub num_codes: usize,
     /// Width of a code vector (d').
     pub code_dim: usize,
-    /// Hidden width h (mlp and lstm; ignored otherwise).
+    /// Hidden width h (mlp, lstm and conditioned; ignored otherwise).
     pub hidden: usize,
     /// Width of the rebuilt vector (d).
     pub out_dim: usize,
@@ -171,6 +192,15 @@ pub const LSTM_BIAS_IH: &str = "composer.lstm.bias_ih";
 /// LSTM recurrent bias.
 pub const LSTM_BIAS_HH: &str = "composer.lstm.bias_hh";
 
+/// Conditioned: weight applied to each chosen code vector (`W_c`).
+pub const COND_CODE_WEIGHT: &str = "composer.cond.code.weight";
+/// Conditioned: weight applied to the reconstruction so far (`W_s`).
+pub const COND_SUM_WEIGHT: &str = "composer.cond.sum.weight";
+/// Conditioned: one hidden bias per step (`t`).
+pub const COND_STEP: &str = "composer.cond.step";
+/// Conditioned: hidden-to-output weight (`W_o`), zero at the start of training.
+pub const COND_OUT_WEIGHT: &str = "composer.cond.out.weight";
+
 /// Beyond this many floats a per-code lookup table is not worth its memory.
 const TABLE_LIMIT: usize = 1 << 24;
 
@@ -215,6 +245,12 @@ impl Composer {
                 v.push((OUT_WEIGHT, vec![d, h]));
                 v.push((OUT_BIAS, vec![d]));
             }
+            ComposerKind::Conditioned => {
+                v.push((COND_CODE_WEIGHT, vec![h, e]));
+                v.push((COND_SUM_WEIGHT, vec![h, d]));
+                v.push((COND_STEP, vec![dd, h]));
+                v.push((COND_OUT_WEIGHT, vec![d, h]));
+            }
             ComposerKind::Concat | ComposerKind::Split => {}
         }
         v
@@ -234,8 +270,18 @@ impl Composer {
         if c.num_codebooks == 0 || c.num_codes == 0 || c.code_dim == 0 || c.out_dim == 0 {
             return bad("D, K, d' and d must all be positive");
         }
-        if matches!(c.kind, ComposerKind::Mlp | ComposerKind::Lstm) && c.hidden == 0 {
-            return bad("the hidden width must be positive for mlp and lstm");
+        if matches!(
+            c.kind,
+            ComposerKind::Mlp | ComposerKind::Lstm | ComposerKind::Conditioned
+        ) && c.hidden == 0
+        {
+            return bad("the hidden width must be positive for mlp, lstm and conditioned");
+        }
+        if c.kind == ComposerKind::Conditioned && c.code_dim != c.out_dim {
+            return bad(&format!(
+                "conditioned adds code vectors to the output: d' must equal d = {}, got {}",
+                c.out_dim, c.code_dim
+            ));
         }
         if c.kind == ComposerKind::Concat
             && c.num_codebooks
@@ -349,6 +395,37 @@ impl Composer {
                 });
                 Some(table)
             }
+            ComposerKind::Conditioned => {
+                // A = W_c e + t_i, then B = W_s e, then P = W_s W_o: see the module docs.
+                let h = c.hidden;
+                let d = c.out_dim;
+                if rows.checked_mul(2 * h)?.checked_add(h * h)? > TABLE_LIMIT {
+                    return None;
+                }
+                let (wc, ws, t) = (
+                    self.t(COND_CODE_WEIGHT),
+                    self.t(COND_SUM_WEIGHT),
+                    self.t(COND_STEP),
+                );
+                let mut table = vec![0f32; 2 * rows * h + h * h];
+                let (ab, p) = table.split_at_mut(2 * rows * h);
+                let (a, b) = ab.split_at_mut(rows * h);
+                let k = c.num_codes;
+                a.par_chunks_mut(h).enumerate().for_each(|(r, out)| {
+                    matvec(wc, &cb[r * e..(r + 1) * e], out);
+                    add(out, &t[(r / k) * h..(r / k + 1) * h]);
+                });
+                b.par_chunks_mut(h).enumerate().for_each(|(r, out)| {
+                    matvec(ws, &cb[r * e..(r + 1) * e], out);
+                });
+                let wo = self.t(COND_OUT_WEIGHT);
+                for (i, row) in p.chunks_exact_mut(h).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = (0..d).map(|l| ws[i * d + l] * wo[l * h + j]).sum();
+                    }
+                }
+                Some(table)
+            }
             ComposerKind::Concat | ComposerKind::Split => None,
         }
     }
@@ -360,6 +437,7 @@ impl Composer {
             ComposerKind::Linear => c.code_dim,
             ComposerKind::Mlp => c.code_dim + c.hidden,
             ComposerKind::Lstm => 8 * c.hidden + c.code_dim,
+            ComposerKind::Conditioned => c.out_dim + 3 * c.hidden,
             ComposerKind::Concat | ComposerKind::Split => 0,
         }
     }
@@ -465,6 +543,61 @@ impl Composer {
                 matvec(self.t(OUT_WEIGHT), acc, out);
                 add(out, self.t(OUT_BIAS));
             }
+            ComposerKind::Conditioned => self.decode_conditioned(codes, out, scratch),
+        }
+    }
+
+    /// The conditioned composer: in the hidden space with the table (module docs), else step by
+    /// step in d dimensions as defined.
+    fn decode_conditioned(&self, codes: &[u16], out: &mut [f32], scratch: &mut [f32]) {
+        let c = &self.config;
+        let (dd, k, h, d) = (c.num_codebooks, c.num_codes, c.hidden, c.out_dim);
+        let cb = self.t(CODEBOOKS);
+        let wo = self.t(COND_OUT_WEIGHT);
+        let (z, rest) = scratch.split_at_mut(h);
+        let (zsum, rest) = rest.split_at_mut(h);
+        match &self.table {
+            Some(table) => {
+                let rows = dd * k;
+                let (a, rest_t) = table.split_at(rows * h);
+                let (b, p) = rest_t.split_at(rows * h);
+                let (u, _) = rest.split_at_mut(h);
+                u.fill(0.0);
+                zsum.fill(0.0);
+                for (i, &code) in codes.iter().enumerate() {
+                    let r = (i * k + code as usize) * h;
+                    for ((zj, aj), uj) in z.iter_mut().zip(&a[r..r + h]).zip(u.iter()) {
+                        *zj = (aj + uj).max(0.0);
+                    }
+                    add(zsum, z);
+                    add(u, &b[r..r + h]);
+                    matvec_add(p, z, u);
+                }
+                gather_sum(cb, codes, k, out);
+                matvec_add(wo, zsum, out);
+            }
+            None => {
+                let (wc, ws, t) = (
+                    self.t(COND_CODE_WEIGHT),
+                    self.t(COND_SUM_WEIGHT),
+                    self.t(COND_STEP),
+                );
+                let (sum, _) = rest.split_at_mut(d);
+                sum.fill(0.0);
+                for (i, &code) in codes.iter().enumerate() {
+                    let r = (i * k + code as usize) * d;
+                    let e = &cb[r..r + d];
+                    z.copy_from_slice(&t[i * h..(i + 1) * h]);
+                    matvec_add(wc, e, z);
+                    matvec_add(ws, sum, z);
+                    for v in z.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                    add(sum, e);
+                    matvec_add(wo, z, sum);
+                }
+                out.copy_from_slice(sum);
+            }
         }
     }
 
@@ -512,7 +645,10 @@ impl ComposerConfig {
                     })
                     .collect(),
             ),
-            ComposerKind::Linear | ComposerKind::Mlp | ComposerKind::Lstm => None,
+            ComposerKind::Linear
+            | ComposerKind::Mlp
+            | ComposerKind::Lstm
+            | ComposerKind::Conditioned => None,
         }
     }
 }
@@ -889,5 +1025,133 @@ mod tests {
             c.decode(&codes[2 * r..2 * r + 2], &mut one);
             assert_eq!(&batch[2 * r..2 * r + 2], &one);
         }
+    }
+
+    /// A conditioned composer of D = 3, K = 4, d = 5, h = 3 with made-up weights, `W_o` scaled.
+    fn conditioned(out_scale: f32) -> Composer {
+        let (dd, k, d, h) = (3, 4, 5, 3);
+        let val = |i: usize, salt: usize| (((i + salt) * 7919) % 103) as f32 / 51.0 - 1.0;
+        let make = |n: usize, salt: usize, scale: f32| -> Vec<f32> {
+            (0..n).map(|i| val(i, salt) * scale).collect()
+        };
+        let t = tensors(&[
+            (CODEBOOKS, vec![dd, k, d], make(dd * k * d, 1, 1.0)),
+            (COND_CODE_WEIGHT, vec![h, d], make(h * d, 2, 1.0)),
+            (COND_SUM_WEIGHT, vec![h, d], make(h * d, 3, 1.0)),
+            (COND_STEP, vec![dd, h], make(dd * h, 4, 1.0)),
+            (COND_OUT_WEIGHT, vec![d, h], make(d * h, 5, out_scale)),
+        ]);
+        let config = ComposerConfig {
+            kind: ComposerKind::Conditioned,
+            num_codebooks: dd,
+            num_codes: k,
+            code_dim: d,
+            hidden: h,
+            out_dim: d,
+        };
+        Composer::new(config, t).unwrap()
+    }
+
+    /// The definition, written out: x̂ += e + W_o relu(W_c e + W_s x̂ + t_i), one step at a time.
+    fn conditioned_by_hand(c: &Composer, codes: &[u16]) -> Vec<f32> {
+        let cfg = c.config();
+        let (k, d, h) = (cfg.num_codes, cfg.out_dim, cfg.hidden);
+        let t = |name: &str| c.tensors()[name].data.clone();
+        let (cb, wc, ws, st, wo) = (
+            t(CODEBOOKS),
+            t(COND_CODE_WEIGHT),
+            t(COND_SUM_WEIGHT),
+            t(COND_STEP),
+            t(COND_OUT_WEIGHT),
+        );
+        let mut x = vec![0f32; d];
+        for (i, &code) in codes.iter().enumerate() {
+            let e = &cb[(i * k + code as usize) * d..][..d];
+            let z: Vec<f32> = (0..h)
+                .map(|j| {
+                    let pre: f32 = st[i * h + j]
+                        + (0..d)
+                            .map(|l| wc[j * d + l] * e[l] + ws[j * d + l] * x[l])
+                            .sum::<f32>();
+                    pre.max(0.0)
+                })
+                .collect();
+            for l in 0..d {
+                x[l] += e[l] + (0..h).map(|j| wo[l * h + j] * z[j]).sum::<f32>();
+            }
+        }
+        x
+    }
+
+    #[test]
+    fn conditioned_follows_its_definition_with_and_without_the_table() {
+        let c = conditioned(0.7);
+        assert!(
+            c.table.is_some(),
+            "small sizes build the hidden-space table"
+        );
+        let mut direct = c.clone();
+        direct.table = None;
+        for codes in [[0u16, 0, 0], [3, 1, 2], [2, 3, 1], [1, 2, 0]] {
+            let want = conditioned_by_hand(&c, &codes);
+            for (name, composer) in [("table", &c), ("direct", &direct)] {
+                let mut out = vec![f32::NAN; 5];
+                composer.decode(&codes, &mut out);
+                for (got, w) in out.iter().zip(&want) {
+                    assert!(
+                        (got - w).abs() < 1e-4,
+                        "{name} {codes:?}: {out:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+        // The network does something with these weights: not the additive sum.
+        let mut out = vec![0f32; 5];
+        c.decode(&[3, 1, 2], &mut out);
+        let sum = additive_sum(&c, &[3, 1, 2]);
+        assert!(out.iter().zip(&sum).any(|(a, b)| (a - b).abs() > 1e-2));
+    }
+
+    fn additive_sum(c: &Composer, codes: &[u16]) -> Vec<f32> {
+        let (k, d) = (c.config().num_codes, c.config().out_dim);
+        let cb = &c.tensors()[CODEBOOKS].data;
+        let mut s = vec![0f32; d];
+        for (i, &code) in codes.iter().enumerate() {
+            add(&mut s, &cb[(i * k + code as usize) * d..][..d]);
+        }
+        s
+    }
+
+    #[test]
+    fn conditioned_with_zero_output_weight_is_the_additive_sum_exactly() {
+        let c = conditioned(0.0);
+        let mut direct = c.clone();
+        direct.table = None;
+        for codes in [[0u16, 0, 0], [3, 1, 2], [2, 3, 1]] {
+            let want = additive_sum(&c, &codes);
+            for composer in [&c, &direct] {
+                let mut out = vec![f32::NAN; 5];
+                composer.decode(&codes, &mut out);
+                assert_eq!(out, want);
+            }
+        }
+    }
+
+    #[test]
+    fn conditioned_needs_code_width_equal_to_output_and_a_hidden_layer() {
+        let c = conditioned(1.0);
+        let t = c.tensors().clone();
+        let wide = ComposerConfig {
+            code_dim: 6,
+            ..*c.config()
+        };
+        let err = Composer::new(wide, t.clone()).unwrap_err().to_string();
+        assert!(err.contains("d' must equal d"), "{err}");
+        let no_hidden = ComposerConfig {
+            hidden: 0,
+            ..*c.config()
+        };
+        let err = Composer::new(no_hidden, t).unwrap_err().to_string();
+        assert!(err.contains("hidden width"), "{err}");
     }
 }

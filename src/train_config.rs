@@ -108,6 +108,13 @@ pub struct TrainConfig {
     pub code_dim: Option<usize>,
     /// Hidden width of the mlp and lstm composers and of the encoder.
     pub hidden: usize,
+    /// Hidden width of the conditioned composer's step network (shared by the D steps).
+    pub step_hidden: usize,
+    /// Beam width of the search through the conditioned composer.
+    pub step_beam: usize,
+    /// Codes per beam entry and step that the search decodes through the conditioned composer,
+    /// preselected as the nearest by plain distance to what the entry leaves unexplained.
+    pub step_candidates: usize,
     /// How codes start.
     pub init: Init,
     /// Alternate table fitting and re-encoding, and re-encode through the trained composer.
@@ -161,6 +168,9 @@ impl Default for TrainConfig {
             composer: ComposerKind::Linear,
             code_dim: None,
             hidden: 300,
+            step_hidden: 64,
+            step_beam: 5,
+            step_candidates: 16,
             init: Init::Rq,
             refine: true,
             beam: None,
@@ -264,7 +274,7 @@ impl TrainConfig {
         if self.method == Method::Kd && self.composer.is_assembled() {
             return Err(ConfigError::Conflict {
                 reason: format!(
-                    "the trainer learns linear, mlp and lstm composers, not {} \
+                    "the trainer learns linear, mlp, lstm and conditioned composers, not {} \
                      (split is what --method dpq-sx and dpq-vq learn)",
                     self.composer.name()
                 ),
@@ -305,6 +315,40 @@ impl TrainConfig {
         )?;
         if let Some(b) = self.beam {
             range("--beam", "in 1..=1024", b, (1..=1024).contains(&b))?;
+        }
+        range(
+            "--step-hidden",
+            "in 1..=65536",
+            self.step_hidden,
+            (1..=65_536).contains(&self.step_hidden),
+        )?;
+        range(
+            "--step-beam",
+            "in 1..=1024",
+            self.step_beam,
+            (1..=1024).contains(&self.step_beam),
+        )?;
+        range(
+            "--step-candidates",
+            "in 1..=65536",
+            self.step_candidates,
+            (1..=65_536).contains(&self.step_candidates),
+        )?;
+        if self.method == Method::Kd && self.composer == ComposerKind::Conditioned {
+            let conflict = if self.init == Init::Random {
+                Some("--init random: the conditioned composer starts from the additive tables")
+            } else if self.code_dim.is_some() {
+                Some("--code-dim: the conditioned composer adds code vectors in the input's width")
+            } else if self.distill {
+                Some("--distill: codes are found by searching through the composer itself")
+            } else {
+                None
+            };
+            if let Some(what) = conflict {
+                return Err(ConfigError::Conflict {
+                    reason: format!("--composer conditioned does not take {what}"),
+                });
+            }
         }
         range(
             "--lsq-rounds",

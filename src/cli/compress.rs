@@ -31,6 +31,10 @@ pub enum ComposerArg {
     Mlp,
     /// An LSTM over the code vectors.
     Lstm,
+    /// Code vectors added in order, each corrected by a small network shared by the steps that
+    /// sees the sum so far; codes searched through it (--step-hidden, --step-beam,
+    /// --step-candidates).
+    Conditioned,
 }
 
 impl From<ComposerArg> for ComposerKind {
@@ -39,6 +43,7 @@ impl From<ComposerArg> for ComposerKind {
             ComposerArg::Linear => ComposerKind::Linear,
             ComposerArg::Mlp => ComposerKind::Mlp,
             ComposerArg::Lstm => ComposerKind::Lstm,
+            ComposerArg::Conditioned => ComposerKind::Conditioned,
         }
     }
 }
@@ -70,6 +75,17 @@ pub struct CompressArgs {
     /// Hidden width of the mlp and lstm composers and of the encoder.
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub hidden: usize,
+    /// Conditioned composer: hidden width of the step network (its parameters are paid for in
+    /// the file: about 3·d·N + D·N floats).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub step_hidden: usize,
+    /// Conditioned composer: beam width of the search through it.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub step_beam: usize,
+    /// Conditioned composer: codes per beam entry and step decoded through the network,
+    /// preselected by plain distance.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub step_candidates: usize,
     /// How codes start: residual quantization, or random weights (the paper's recipe).
     #[arg(long, value_enum, default_value_t = Init::Rq)]
     pub init: Init,
@@ -159,6 +175,9 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         composer: args.composer.into(),
         code_dim: args.code_dim,
         hidden: args.hidden,
+        step_hidden: args.step_hidden,
+        step_beam: args.step_beam,
+        step_candidates: args.step_candidates,
         init: args.init,
         refine: !args.no_refine,
         beam: args.beam,

@@ -73,6 +73,10 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
         ComposerKind::Concat | ComposerKind::Split => {
             format!("{} values per code vector", c.code_dim)
         }
+        ComposerKind::Conditioned => format!(
+            "code width d = {}, hidden = {} (shared by the {} steps)",
+            c.code_dim, c.hidden, c.num_codebooks
+        ),
     };
     writeln!(
         w,

@@ -145,6 +145,8 @@ fn kind_code(kind: ComposerKind) -> u32 {
         ComposerKind::Concat => 3,
         // Since format 1.1.
         ComposerKind::Split => 4,
+        // Since format 1.2.
+        ComposerKind::Conditioned => 5,
     }
 }
 

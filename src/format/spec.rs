@@ -8,7 +8,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'K', b'D', b'Z', b'\r', b'\n', 0x1A, b'\n'];
 pub const MAJOR: u16 = 1;
 /// Minor version this crate writes; any minor of [`MAJOR`] is read. 1.1 added composer kind 4
 /// (`split`), which a 1.0 reader refuses by name; every other 1.1 file is also a valid 1.0 file.
-pub const MINOR: u16 = 1;
+pub const MINOR: u16 = 2;
 
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;

@@ -280,7 +280,8 @@ pub fn render_html(page: &Page) -> String {
                 c.kind.name(),
                 c.code_dim,
                 match c.kind {
-                    ComposerKind::Mlp | ComposerKind::Lstm => format!(", h = {}", c.hidden),
+                    ComposerKind::Mlp | ComposerKind::Lstm | ComposerKind::Conditioned =>
+                        format!(", h = {}", c.hidden),
                     ComposerKind::Linear | ComposerKind::Concat | ComposerKind::Split => {
                         String::new()
                     }

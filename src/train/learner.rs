@@ -32,6 +32,10 @@ pub(crate) trait Learner {
     fn uses_tau(&self) -> bool {
         true
     }
+    /// Which error [`Learner::val_mse`] measures.
+    fn judged_by(&self) -> Criterion {
+        Criterion::HeldOut
+    }
 }
 
 /// How the learning rate moves over the epochs.
@@ -41,6 +45,9 @@ pub(crate) enum Schedule {
     Constant,
     /// Cosine from the given rate down to a tenth of it.
     CosineToTenth,
+    /// Cosine to a tenth, after a linear ramp from zero over the first epoch's steps (Adam's
+    /// first steps move every parameter by about the learning rate, whatever its gradient).
+    WarmupCosine,
 }
 
 /// How long and how fast one call of [`fit`] trains.
@@ -92,7 +99,7 @@ pub(crate) fn fit(
         let t0 = Instant::now();
         let lr = match schedule {
             Schedule::Constant => learning_rate,
-            Schedule::CosineToTenth => {
+            Schedule::CosineToTenth | Schedule::WarmupCosine => {
                 let phase = epoch as f64 / epochs.max(1) as f64;
                 let lr = learning_rate
                     * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * phase).cos()));
@@ -107,6 +114,9 @@ pub(crate) fn fit(
         let mut loss_sum = Tensor::zeros([], (Kind::Double, set.device));
         let mut last_loss = None;
         for s in 0..steps {
+            if schedule == Schedule::WarmupCosine && epoch == 0 {
+                opt.set_lr(lr * (s + 1) as f64 / steps as f64);
+            }
             let rows = order.narrow(0, s * bs, bs.min(n_train - s * bs));
             let x = set.x.index_select(0, &rows);
             let loss = learner.loss(&Batch { rows: &rows, x: &x }, tau, &mut out.rng);
@@ -136,7 +146,7 @@ pub(crate) fn fit(
             train_loss: last_loss,
             val_mse: v,
             best: improved,
-            judged_by: Criterion::HeldOut,
+            judged_by: learner.judged_by(),
             tau: learner.uses_tau().then_some(tau),
             learning_rate: Some(lr),
             samples_per_sec: n_train as f64 / secs.max(1e-9),

@@ -19,10 +19,12 @@ pub struct ComposerNet {
     /// `[D, K, d']`.
     pub codebooks: Tensor,
     /// The output map of linear, mlp and lstm; concat and split place the code vectors straight
-    /// into the output and have none.
+    /// into the output and conditioned adds them, so they have none.
     pub out: Option<OutMap>,
     hidden: Option<Hidden>,
     lstm: Option<Lstm>,
+    /// The conditioned composer's shared step network.
+    pub cond: Option<Conditioning>,
     /// concat and split: `[d]`, where each output column sits among the `D·d'` chosen values.
     positions: Option<Tensor>,
 }
@@ -41,6 +43,44 @@ struct Hidden {
     weight: Tensor,
     bias: Tensor,
     out_weight: Tensor,
+}
+
+/// The conditioned composer's network (see [`crate::composer`]): step i adds
+/// `e_i + W_o relu(W_c e_i + W_s x̂ + t_i)` to the reconstruction `x̂`.
+#[derive(Debug)]
+pub struct Conditioning {
+    /// `W_c` `[h, d]`.
+    pub code_weight: Tensor,
+    /// `W_s` `[h, d]`.
+    pub sum_weight: Tensor,
+    /// `t` `[D, h]`.
+    pub step: Tensor,
+    /// `W_o` `[d, h]`, zero at the start so that training starts at the additive decode.
+    pub out_weight: Tensor,
+}
+
+impl Conditioning {
+    fn shallow_clone(&self) -> Self {
+        Conditioning {
+            code_weight: self.code_weight.shallow_clone(),
+            sum_weight: self.sum_weight.shallow_clone(),
+            step: self.step.shallow_clone(),
+            out_weight: self.out_weight.shallow_clone(),
+        }
+    }
+
+    /// The hidden pre-activation of step `i` contributed by code vectors `e` `[.., d]`:
+    /// `W_c e + t_i`.
+    pub fn code_part(&self, e: &Tensor, i: i64) -> Tensor {
+        e.matmul(&self.code_weight.tr()) + self.step.get(i)
+    }
+
+    /// What step `i` adds to the reconstruction `sum` (`[.., d]`) given `code_part` (from
+    /// [`Conditioning::code_part`]) and the code vectors `e`: `e + W_o relu(code_part + W_s sum)`.
+    pub fn step_delta(&self, code_part: &Tensor, sum: &Tensor, e: &Tensor) -> Tensor {
+        let z = (code_part + sum.matmul(&self.sum_weight.tr())).relu();
+        e + z.matmul(&self.out_weight.tr())
+    }
 }
 
 #[derive(Debug)]
@@ -100,7 +140,7 @@ impl ComposerNet {
         let codebooks = p.var(composer::CODEBOOKS, &[i(num_codebooks), i(k), i(e)], zero);
         rng.fill_normal(&codebooks, spread);
         let c = p / "composer";
-        let out = (!kind.is_assembled()).then(|| {
+        let out = kind.has_out_map().then(|| {
             let out_in = if kind == ComposerKind::Lstm { h } else { e };
             let out = &c / "out";
             let weight = out.var("weight", &[i(d), i(out_in)], zero);
@@ -133,12 +173,27 @@ impl ComposerNet {
                 bias_hh: var("bias_hh", &[i(4 * h)]),
             }
         });
+        let cond = (kind == ComposerKind::Conditioned).then(|| {
+            let cp = &c / "cond";
+            let mut var = |path: &nn::Path, name: &str, dims: &[i64], fan_in: usize| {
+                let t = path.var(name, dims, zero);
+                rng.fill_uniform(&t, bound(fan_in));
+                t
+            };
+            Conditioning {
+                code_weight: var(&(&cp / "code"), "weight", &[i(h), i(e)], e),
+                sum_weight: var(&(&cp / "sum"), "weight", &[i(h), i(d)], d),
+                step: var(&cp, "step", &[i(num_codebooks), i(h)], e),
+                out_weight: (&cp / "out").zeros("weight", &[i(d), i(h)]),
+            }
+        });
         ComposerNet {
             config,
             codebooks,
             out,
             hidden,
             lstm,
+            cond,
             positions: positions(&config, p.device()),
         }
     }
@@ -162,7 +217,7 @@ impl ComposerNet {
         ComposerNet {
             config,
             codebooks: var(composer::CODEBOOKS),
-            out: (!kind.is_assembled()).then(|| OutMap {
+            out: kind.has_out_map().then(|| OutMap {
                 weight: var(composer::OUT_WEIGHT),
                 bias: var(composer::OUT_BIAS),
             }),
@@ -176,6 +231,12 @@ impl ComposerNet {
                 weight_hh: var(composer::LSTM_WEIGHT_HH),
                 bias_ih: var(composer::LSTM_BIAS_IH),
                 bias_hh: var(composer::LSTM_BIAS_HH),
+            }),
+            cond: (kind == ComposerKind::Conditioned).then(|| Conditioning {
+                code_weight: var(composer::COND_CODE_WEIGHT),
+                sum_weight: var(composer::COND_SUM_WEIGHT),
+                step: var(composer::COND_STEP),
+                out_weight: var(composer::COND_OUT_WEIGHT),
             }),
             positions: positions(&config, p.device()),
         }
@@ -202,6 +263,7 @@ impl ComposerNet {
                 bias_ih: l.bias_ih.shallow_clone(),
                 bias_hh: l.bias_hh.shallow_clone(),
             }),
+            cond: self.cond.as_ref().map(Conditioning::shallow_clone),
             positions: self.positions.as_ref().map(Tensor::shallow_clone),
         }
     }
@@ -243,6 +305,19 @@ impl ComposerNet {
             return vectors
                 .reshape([-1, (dd * e) as i64])
                 .index_select(1, positions);
+        }
+        if let Some(cond) = &self.cond {
+            let mut sum = vectors.select(1, 0).zeros_like();
+            for i in 0..self.config.num_codebooks as i64 {
+                let e = vectors.select(1, i);
+                let delta = cond.step_delta(&cond.code_part(&e, i), &sum, &e);
+                // Out of place: autograd holds the previous sum.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    sum = sum + delta;
+                }
+            }
+            return sum;
         }
         match &self.lstm {
             Some(l) => {
@@ -295,7 +370,7 @@ impl ComposerNet {
     /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`.
     /// `None` for the lstm, which has no additive part, and for concat and split.
     pub fn offset_of_sum(&self, s: &Tensor) -> Option<Tensor> {
-        if self.lstm.is_some() {
+        if self.lstm.is_some() || self.cond.is_some() {
             return None;
         }
         let b = self
@@ -318,7 +393,7 @@ impl ComposerNet {
     /// Linear and mlp: each code vector mapped by `W_out`, `[D, K, d]`; a word's additive part is
     /// the sum of its D rows.
     pub fn mapped_tables(&self) -> Option<Tensor> {
-        if self.lstm.is_some() {
+        if self.lstm.is_some() || self.cond.is_some() {
             return None;
         }
         Some(self.codebooks.matmul(&self.out.as_ref()?.weight.tr()))
@@ -354,6 +429,12 @@ impl ComposerNet {
             v.push((composer::LSTM_WEIGHT_HH, &l.weight_hh));
             v.push((composer::LSTM_BIAS_IH, &l.bias_ih));
             v.push((composer::LSTM_BIAS_HH, &l.bias_hh));
+        }
+        if let Some(c) = &self.cond {
+            v.push((composer::COND_CODE_WEIGHT, &c.code_weight));
+            v.push((composer::COND_SUM_WEIGHT, &c.sum_weight));
+            v.push((composer::COND_STEP, &c.step));
+            v.push((composer::COND_OUT_WEIGHT, &c.out_weight));
         }
         v
     }

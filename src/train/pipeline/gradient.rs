@@ -6,6 +6,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::Nets;
+use crate::progress::Criterion;
 use crate::train::TrainError;
 use crate::train::learner::{self, Batch, Learner, Plan, Schedule};
 use crate::train::model::{
@@ -97,17 +98,31 @@ pub(super) fn train_fixed(
     codes: &Tensor,
     epochs: usize,
 ) -> Result<f64, TrainError> {
-    let learner = FixedCodes {
-        net: &nets.composer,
-        encoder: nets.encoder.as_ref(),
-        codes,
-        k: set.k,
-    };
     let plan = Plan {
         stage,
         epochs,
         learning_rate: set.cfg.learning_rate * FIXED_CODES_LR_SHARE,
         schedule: Schedule::CosineToTenth,
+    };
+    train_codes_fixed(set, out, nets, codes, plan, false)
+}
+
+/// [`train_fixed`] with its plan given; epochs judged by the error over all words when
+/// `judge_all_words`, else over the held-out words.
+pub(super) fn train_codes_fixed(
+    set: &TrainingSet,
+    out: &mut Reporter,
+    nets: &Nets,
+    codes: &Tensor,
+    plan: Plan,
+    judge_all_words: bool,
+) -> Result<f64, TrainError> {
+    let learner = FixedCodes {
+        net: &nets.composer,
+        encoder: nets.encoder.as_ref(),
+        codes,
+        k: set.k,
+        judge_all_words,
     };
     learner::fit(set, out, &nets.vs, &learner, plan)
 }
@@ -120,6 +135,9 @@ struct FixedCodes<'a> {
     /// Every word's codes, `[N, D]`.
     codes: &'a Tensor,
     k: i64,
+    /// Judge epochs by the error over all words (every word is compressed) instead of the
+    /// held-out words.
+    judge_all_words: bool,
 }
 
 impl Learner for FixedCodes<'_> {
@@ -140,11 +158,24 @@ impl Learner for FixedCodes<'_> {
     }
 
     fn val_mse(&self, set: &TrainingSet) -> f64 {
-        set.val_mse(self.codes, &Decoder::Net(self.net.shallow_clone()))
+        let decoder = Decoder::Net(self.net.shallow_clone());
+        if self.judge_all_words {
+            set.mse_of(self.codes, None, &decoder)
+        } else {
+            set.val_mse(self.codes, &decoder)
+        }
     }
 
     fn uses_tau(&self) -> bool {
         self.encoder.is_some()
+    }
+
+    fn judged_by(&self) -> Criterion {
+        if self.judge_all_words {
+            Criterion::AllWords
+        } else {
+            Criterion::HeldOut
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The default method (`kd`): its stages in order, each measured on every word.
 //!
 //! [`run`] reads as the stage order; each stage lives in its own file: [`tables`] (`rq`, `lsq`),
-//! [`gradient`] (`composer`, `end-to-end`), [`refine`].
+//! [`gradient`] (`composer`, `end-to-end`), [`refine`], [`conditioned`].
 
+pub(crate) mod conditioned;
 mod gradient;
 mod refine;
 mod tables;
@@ -37,8 +38,12 @@ pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, Train
                 (tables, codes) = tables::stage_lsq(set, &mut out, tables, codes)?;
             }
             tables::init_from_tables(&nets.composer, &tables, &mut out.rng);
-            gradient::stage_composer(set, &mut out, &nets, &codes)?;
-            codes
+            if cfg.composer == ComposerKind::Conditioned {
+                conditioned::stage_conditioned(set, &mut out, &nets, codes)?
+            } else {
+                gradient::stage_composer(set, &mut out, &nets, &codes)?;
+                codes
+            }
         }
         Init::Random => gradient::stage_end_to_end(set, &mut out, &nets)?,
     };
@@ -72,7 +77,11 @@ impl Nets {
             num_codebooks: cfg.num_codebooks,
             num_codes: cfg.num_codes,
             code_dim: cfg.code_dim.unwrap_or(d),
-            hidden: cfg.hidden,
+            hidden: if cfg.composer == ComposerKind::Conditioned {
+                cfg.step_hidden
+            } else {
+                cfg.hidden
+            },
             out_dim: d,
         };
         let vs = nn::VarStore::new(set.device);
@@ -104,6 +113,7 @@ impl Nets {
     fn refine_applies(&self, cfg: &TrainConfig) -> bool {
         cfg.refine
             && cfg.refine_rounds > 0
+            && cfg.composer != ComposerKind::Conditioned
             && !self.linear_is_optimal
             && (self.composer.mapped_tables().is_some() || self.encoder.is_some())
     }

@@ -79,18 +79,25 @@ impl Beam {
         self.code.push(code);
     }
 
-    /// The codes of the best entry, `[B, D]`, traced back through `from`.
+    /// The codes of the best entry, `[B, D]`.
     fn best(&self) -> Tensor {
-        let b = self.residual.size()[0];
-        let mut at = Tensor::zeros([b, 1], (Kind::Int64, self.residual.device()));
-        let mut cols = Vec::with_capacity(self.code.len());
-        for (from, code) in self.from.iter().zip(&self.code).rev() {
-            cols.push(code.gather(1, &at, false));
-            at = from.gather(1, &at, false);
-        }
-        cols.reverse();
-        Tensor::cat(&cols, 1)
+        trace_back(&self.from, &self.code)
     }
+}
+
+/// The codes `[B, D]` of the first (best) entry of a beam search's last step, traced back through
+/// `from` (per step, which entry of the step before each entry extends, `[B, w]`) and `code` (per
+/// step, each entry's code, `[B, w]`).
+pub fn trace_back(from: &[Tensor], code: &[Tensor]) -> Tensor {
+    let b = code[0].size()[0];
+    let mut at = Tensor::zeros([b, 1], (Kind::Int64, code[0].device()));
+    let mut cols = Vec::with_capacity(code.len());
+    for (from, code) in from.iter().zip(code).rev() {
+        cols.push(code.gather(1, &at, false));
+        at = from.gather(1, &at, false);
+    }
+    cols.reverse();
+    Tensor::cat(&cols, 1)
 }
 
 /// Beam search over positions 0..D in order (the residual quantizer's encoder): keeps the

@@ -1,0 +1,271 @@
+//! `conditioned`: the conditioned composer (implicit neural codebooks, Huijben et al. 2024)
+//! trained on top of the additive tables, and every word re-encoded through it by beam search.
+//!
+//! The network starts with its output weight at zero, so it decodes exactly as the least-squares
+//! tables do; it is trained on the fixed codes (loss on the final reconstruction only: a loss
+//! summed over every step pulled the final error up in trials), then each round re-encodes every
+//! word by beam search through the network and trains again. A word keeps its codes unless the
+//! search finds codes that decode closer, so re-encoding never makes a word worse.
+
+use std::time::Instant;
+
+use tch::{Kind, Tensor};
+
+use super::gradient::train_codes_fixed;
+use super::{MIN_GAIN, Nets};
+use crate::train::TrainError;
+use crate::train::learner::{Plan, Schedule};
+use crate::train::model::ComposerNet;
+use crate::train::quantize::rq::trace_back;
+use crate::train::reporter::Reporter;
+use crate::train::training_set::{Decoder, TrainingSet};
+
+/// Learning rate of the network alone, and of the rounds that also tune the tables, as shares
+/// of `--lr`: the network is applied D times in a row, so a step on its weights moves the
+/// output about D times as much as one on a single layer's.
+const NET_LR_SHARE: f64 = 0.1;
+const TABLES_LR_SHARE: f64 = 0.02;
+
+/// Floats of scratch per row of [`search`]: per step, the `beam·K` additive scores, and for the
+/// `beam·candidates` extensions their code vectors, hidden layer, new sums and errors.
+fn memory_per_row(beam: i64, candidates: i64, k: i64, d: i64, h: i64) -> i64 {
+    (beam * k * 3 + beam * candidates * (d * 3 + h * 2 + 4)).max(1)
+}
+
+/// Codes `[B, D]` for rows `x` `[B, d]` by beam search through the conditioned composer: at step
+/// i each of the `beam` partial encodings is extended by the `candidates` codes of table i
+/// nearest (by plain distance) to what it leaves unexplained, each extension decoded through the
+/// network, and the `beam` closest kept. Returns the codes of the closest full encoding and its
+/// squared error per row.
+pub(crate) fn search(
+    net: &ComposerNet,
+    x: &Tensor,
+    beam: i64,
+    candidates: i64,
+) -> (Tensor, Tensor) {
+    let cond = net
+        .cond
+        .as_ref()
+        .expect("search runs on the conditioned composer");
+    let s = net.codebooks.size();
+    let (positions, k, d) = (s[0], s[1], s[2]);
+    let b = x.size()[0];
+    let a = candidates.min(k);
+    let target = x.view([b, 1, 1, d]);
+    // The reconstruction of each partial encoding, `[B, w, d]`.
+    let mut sum = x.zeros_like().unsqueeze(1);
+    let (mut from, mut code) = (Vec::new(), Vec::new());
+    let mut err = Tensor::zeros([b, 1], (Kind::Float, x.device()));
+    for i in 0..positions {
+        let table = net.codebooks.get(i);
+        let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
+        let w = sum.size()[1];
+        let residual = x.unsqueeze(1) - &sum;
+        let score = norms.view([1, 1, k]) - residual.matmul(&table.tr()) * 2.0;
+        let (_, cand) = score.topk(a, 2, false, false);
+        let flat = cand.reshape([-1]);
+        let e = table.index_select(0, &flat).view([b, w, a, d]);
+        let code_part = cond
+            .code_part(&table, i)
+            .index_select(0, &flat)
+            .view([b, w, a, -1]);
+        let prev = sum.unsqueeze(2);
+        let new = &prev + cond.step_delta(&code_part, &prev, &e);
+        let dist = (&target - &new)
+            .square()
+            .sum_dim_intlist(3, false, None::<Kind>)
+            .view([b, w * a]);
+        let keep = beam.min(w * a);
+        let (val, ix) = dist.topk(keep, 1, false, true);
+        from.push(ix.divide_scalar_mode(a, "floor"));
+        code.push(cand.view([b, w * a]).gather(1, &ix, false));
+        sum =
+            new.view([b, w * a, d])
+                .gather(1, &ix.unsqueeze(2).expand([b, keep, d], false), false);
+        err = val;
+    }
+    (trace_back(&from, &code), err.select(1, 0))
+}
+
+/// New codes for rows `xc` whose current codes are `cc`: the search's, where they decode closer.
+fn reencode(net: &ComposerNet, xc: &Tensor, cc: &Tensor, beam: i64, candidates: i64) -> Tensor {
+    let cc = cc.to_kind(Kind::Int64);
+    let (found, found_err) = search(net, xc, beam, candidates);
+    let current_err = (net.decode(&cc) - xc)
+        .square()
+        .sum_dim_intlist(1, false, None::<Kind>);
+    found.where_self(&found_err.lt_tensor(&current_err).unsqueeze(1), &cc)
+}
+
+/// Trains the conditioned composer on `codes`, then re-encodes every word through it and trains
+/// again, for up to `--refine-rounds` rounds while the error over all words falls.
+pub(super) fn stage_conditioned(
+    set: &TrainingSet,
+    out: &mut Reporter,
+    nets: &Nets,
+    mut codes: Tensor,
+) -> Result<Tensor, TrainError> {
+    let cfg = set.cfg;
+    let net = &nets.composer;
+    let t0 = Instant::now();
+    let decoder = Decoder::Net(net.shallow_clone());
+    let additive = set.mse_of(&codes, None, &decoder);
+    out.progress.message(&format!(
+        "conditioned: a step network of {} hidden units shared by the {} steps, starting at the \
+         additive decode (error over all words {additive:.4})",
+        net.config().hidden,
+        net.config().num_codebooks
+    ));
+    let (beam, candidates) = (cfg.step_beam as i64, cfg.step_candidates as i64);
+    let (k, d, h) = (set.k, set.d, net.config().hidden as i64);
+    // The tables start at the least-squares optimum for these codes: Adam's first steps, of
+    // about the learning rate on every parameter whatever its gradient, would only disturb them.
+    // So the network learns first with the tables fixed, and later rounds tune both, gently.
+    let train = |out: &mut Reporter, stage: &str, codes: &Tensor, epochs: usize, tables: bool| {
+        let _ = net.codebooks.shallow_clone().set_requires_grad(tables);
+        let share = if tables {
+            TABLES_LR_SHARE
+        } else {
+            NET_LR_SHARE
+        };
+        let plan = Plan {
+            stage,
+            epochs,
+            learning_rate: cfg.learning_rate * share,
+            schedule: Schedule::WarmupCosine,
+        };
+        let r = train_codes_fixed(set, out, nets, codes, plan, true);
+        let _ = net.codebooks.shallow_clone().set_requires_grad(true);
+        r
+    };
+    if cfg.epochs > 0 {
+        train(out, "conditioned", &codes, cfg.epochs, false)?;
+    }
+    let mut best = set.mse_of(&codes, None, &decoder);
+    out.progress.message(&format!(
+        "conditioned: trained on the additive codes, error over all words {additive:.4} -> {best:.4}"
+    ));
+    let fine_tune = (cfg.epochs / 2).max(1);
+    for round in 1..=cfg.refine_rounds {
+        if set.out_of_time() {
+            out.progress.message("conditioned: time limit reached");
+            break;
+        }
+        let r0 = Instant::now();
+        out.begin("conditioned search", set.n as u64);
+        let new_codes = tch::no_grad(|| {
+            set.encode_all(
+                out,
+                Some(&codes),
+                memory_per_row(beam, candidates, k, d, h),
+                || net.shallow_clone(),
+                |n, xc, cc| {
+                    let cc = cc.expect("the search re-encodes current codes");
+                    reencode(n, xc, cc, beam, candidates)
+                },
+            )
+        });
+        let changed = tch::no_grad(|| {
+            new_codes
+                .ne_tensor(&codes)
+                .any_dim(1, false)
+                .sum(Kind::Int64)
+                .int64_value(&[])
+        });
+        codes = new_codes;
+        let searched = set.mse_of(&codes, None, &decoder);
+        out.progress.message(&format!(
+            "conditioned round {round}: search (beam {beam}, {candidates} candidates) gave \
+             {changed} words new codes; error over all words {searched:.4}"
+        ));
+        if cfg.epochs > 0 {
+            train(out, "conditioned fine-tune", &codes, fine_tune, true)?;
+        }
+        let all = set.mse_of(&codes, None, &decoder);
+        let improved = all < best;
+        let val_mse = set.val_mse(&codes, &decoder);
+        out.progress
+            .epoch(&set.round_record("conditioned", round, all, val_mse, improved, r0));
+        let gain = (best - all) / best.max(f64::MIN_POSITIVE);
+        best = best.min(all);
+        if gain < MIN_GAIN {
+            break;
+        }
+    }
+    out.finish(
+        set,
+        "conditioned",
+        t0.elapsed().as_secs_f64(),
+        &codes,
+        &decoder,
+    )?;
+    Ok(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::nn;
+
+    use super::*;
+    use crate::composer::{ComposerConfig, ComposerKind};
+    use crate::train::quantize::additive::additive_decode;
+    use crate::train::rng::Rng;
+
+    fn net(rng: &mut Rng, out_scale: f64) -> (nn::VarStore, ComposerNet) {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let cfg = ComposerConfig {
+            kind: ComposerKind::Conditioned,
+            num_codebooks: 3,
+            num_codes: 8,
+            code_dim: 6,
+            hidden: 5,
+            out_dim: 6,
+        };
+        let net = ComposerNet::new(&vs.root(), cfg, rng);
+        let cond = net.cond.as_ref().unwrap();
+        tch::no_grad(|| {
+            let w = rng.normal_of(&[6, 5], out_scale);
+            cond.out_weight.shallow_clone().copy_(&w);
+        });
+        (vs, net)
+    }
+
+    #[test]
+    fn exhaustive_search_finds_the_codes_that_decode_each_row() {
+        let mut rng = Rng::new(5);
+        let (_vs, net) = net(&mut rng, 0.5);
+        let codes = rng.integers(8, &[40, 3]);
+        let x = tch::no_grad(|| net.decode(&codes));
+        // 8 candidates of 8 codes and a beam of 64 = 8² keep every prefix: exhaustive.
+        let (found, err) = tch::no_grad(|| search(&net, &x, 64, 8));
+        let again = tch::no_grad(|| net.decode(&found));
+        let max_err = err.max().double_value(&[]);
+        assert!(max_err < 1e-8, "{max_err}");
+        let diff = (again - &x).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn zero_output_weight_decodes_as_the_tables_and_search_never_worsens_a_row() {
+        let mut rng = Rng::new(6);
+        let (_vs, net) = net(&mut rng, 0.0);
+        let codes = rng.integers(8, &[30, 3]);
+        let additive = additive_decode(&net.codebooks, &codes);
+        let y = tch::no_grad(|| net.decode(&codes));
+        assert!(y.equal(&additive));
+        // Targets off the code grid: a narrow search may do worse than the given codes, but the
+        // re-encoding keeps the given ones then.
+        let x = &additive + rng.normal_of(&[30, 6], 0.3);
+        let err = |c: &Tensor| {
+            tch::no_grad(|| {
+                (net.decode(c) - &x)
+                    .square()
+                    .sum_dim_intlist(1, false, None::<Kind>)
+            })
+        };
+        let before = err(&codes);
+        let after = err(&tch::no_grad(|| reencode(&net, &x, &codes, 1, 1)));
+        let worse = after.gt_tensor(&(&before + 1e-6)).any().int64_value(&[]);
+        assert_eq!(worse, 0);
+    }
+}
