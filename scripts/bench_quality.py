@@ -3,6 +3,7 @@
 
 For each dataset and each bit budget it runs, in one process and on the same words:
   kdcompress  kd256   kd with 8-bit codebooks (-K 256, D = bits / 8)
+              kdc256  the same with the conditioned composer (--composer conditioned)
               kd32    kd at the command line's K (-K 32, D = bits / 5, rounded down)
               dccl, dpq-sx, dpq-vq (optional, not run by default)
               each compresses, then `kdcompress export` decodes to .npy (the pure-Rust decoder)
@@ -43,9 +44,9 @@ import numpy as np
 GLOVE_TXT = "glove.6B.50d.txt"
 MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
 
-KD_METHODS = ["kd256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
+KD_METHODS = ["kd256", "kdc256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
 FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq"]
-DEFAULT_METHODS = "kd256,kd32,pq,opq,rq5,rq32,lsq"
+DEFAULT_METHODS = "kd256,kdc256,kd32,pq,opq,rq5,rq32,lsq"
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
 
 def method_label(method, shape):
     a, b = shape
-    names = {"kd256": "kd", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
+    names = {"kd256": "kd", "kdc256": "kd conditioned", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
              "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ"}
     if method in KD_METHODS:
         return f"{names.get(method, method)} K={a} D={b} ({b * int(math.log2(a))} bits)"
@@ -371,6 +372,8 @@ def main():
     ap.add_argument("--lsq-iters", type=int, default=25,
                     help="LocalSearchQuantizer training iterations (faiss's default 25)")
     ap.add_argument("--kd-args", default="", help="extra arguments for kd256 and kd32")
+    ap.add_argument("--cond-args", default="",
+                    help="extra arguments for kdc256 (kd with --composer conditioned)")
     ap.add_argument("--method-args", default="--batch-size 256 --lr 0.003 --epochs 30 --patience 4",
                     help="extra arguments for dccl and dpq")
     ap.add_argument("--time-limit", type=float, default=150,
@@ -412,6 +415,8 @@ def main():
                         k, d = kd_shape(method, bits)
                         extra = args.kd_args.split() if method.startswith("kd") else (
                             args.method_args.split() + ["--time-limit", str(args.time_limit)])
+                        if method == "kdc256":
+                            extra = ["--composer", "conditioned"] + args.cond_args.split()
                         y, secs, size = run_kdcompress(args.bin, data, args.out, method, k, d,
                                                        args.threads, extra)
                         row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size}

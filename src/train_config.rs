@@ -115,6 +115,9 @@ pub struct TrainConfig {
     /// Codes per beam entry and step that the search decodes through the conditioned composer,
     /// preselected as the nearest by plain distance to what the entry leaves unexplained.
     pub step_candidates: usize,
+    /// Re-encode every training batch through the conditioned composer before its step
+    /// (QINCo's training) instead of only between rounds.
+    pub step_search_batches: bool,
     /// How codes start.
     pub init: Init,
     /// Alternate table fitting and re-encoding, and re-encode through the trained composer.
@@ -171,6 +174,7 @@ impl Default for TrainConfig {
             step_hidden: 64,
             step_beam: 5,
             step_candidates: 16,
+            step_search_batches: false,
             init: Init::Rq,
             refine: true,
             beam: None,

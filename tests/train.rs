@@ -205,6 +205,104 @@ fn paper_recipe_learns_codes_end_to_end() {
     assert!(t.report.code_usage.distinct_rows > 100);
 }
 
+/// The conditioned composer starts at the additive decode and can only improve on it: a seeded
+/// run on 2,000 real words at 64 bits (K = 256, D = 8) must end below the least-squares tables'
+/// error by a margin (measured: about 1% lower), and every stage is reported.
+#[test]
+fn conditioned_composer_beats_the_additive_tables() {
+    let e = fixture(2000);
+    let config = cpu(TrainConfig {
+        num_codes: 256,
+        num_codebooks: 8,
+        composer: ComposerKind::Conditioned,
+        step_hidden: 32,
+        epochs: 8,
+        refine_rounds: 1,
+        ..TrainConfig::default()
+    });
+    let mut rec = Recorder::default();
+    let t = train(&e, &config, &mut rec).unwrap();
+    let stages: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["rq", "lsq", "conditioned"]);
+    let lsq = rec.reports[1].mse;
+    assert!(
+        t.report.mse < lsq * CONDITIONED_MAX_SHARE,
+        "conditioned {} vs additive {lsq}",
+        t.report.mse
+    );
+    assert_eq!(t.composer.config().kind, ComposerKind::Conditioned);
+    // The pure-Rust decoder of the written composer reproduces the reported error.
+    let mut decoded = vec![0f32; 2000 * 50];
+    t.composer.decode_batch(t.codes.as_slice(), &mut decoded);
+    let mse = kdcompress::eval::mse(e.matrix(), &decoded, 50).unwrap();
+    assert!(
+        (mse - t.report.mse).abs() < 1e-5 * mse,
+        "{mse} vs {}",
+        t.report.mse
+    );
+}
+
+/// The share of the additive error the conditioned composer must stay under in the test above.
+const CONDITIONED_MAX_SHARE: f64 = 0.997;
+
+#[test]
+fn conditioned_composer_refuses_options_it_cannot_honour() {
+    let e = fixture(50);
+    let base = TrainConfig {
+        composer: ComposerKind::Conditioned,
+        ..cpu(TrainConfig::default())
+    };
+    for (what, config) in [
+        (
+            "--init random",
+            TrainConfig {
+                init: Init::Random,
+                ..base.clone()
+            },
+        ),
+        (
+            "--code-dim",
+            TrainConfig {
+                code_dim: Some(20),
+                ..base.clone()
+            },
+        ),
+        (
+            "--distill",
+            TrainConfig {
+                distill: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "--step-hidden",
+            TrainConfig {
+                step_hidden: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "--step-beam",
+            TrainConfig {
+                step_beam: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "--step-candidates",
+            TrainConfig {
+                step_candidates: 0,
+                ..base.clone()
+            },
+        ),
+    ] {
+        match train(&e, &config, &mut Recorder::default()).unwrap_err() {
+            TrainError::Config(c) => assert!(c.to_string().contains(what), "{what}: {c}"),
+            other => panic!("{what}: {other}"),
+        }
+    }
+}
+
 #[test]
 fn bad_options_and_data_are_errors_not_panics() {
     let e = fixture(50);
@@ -302,9 +400,14 @@ fn reconstruction_gradient_reaches_the_encoder() {
 /// The tch forward pass and the pure-Rust decoder agree on the same random weights.
 #[test]
 fn rust_composer_matches_tch_forward_for_every_kind() {
-    for (seed, kind) in [ComposerKind::Linear, ComposerKind::Mlp, ComposerKind::Lstm]
-        .into_iter()
-        .enumerate()
+    for (seed, kind) in [
+        ComposerKind::Linear,
+        ComposerKind::Mlp,
+        ComposerKind::Lstm,
+        ComposerKind::Conditioned,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut draws = Rng::new(seed as u64 + 10);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -312,7 +415,11 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
             kind,
             num_codebooks: 5,
             num_codes: 7,
-            code_dim: 6,
+            code_dim: if kind == ComposerKind::Conditioned {
+                4
+            } else {
+                6
+            },
             hidden: 9,
             out_dim: 4,
         };

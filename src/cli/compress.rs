@@ -86,6 +86,10 @@ pub struct CompressArgs {
     /// preselected by plain distance.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub step_candidates: usize,
+    /// Conditioned composer: re-encode every training batch through the network before its
+    /// step (QINCo's training; much slower), not only every word between rounds.
+    #[arg(long)]
+    pub step_search_batches: bool,
     /// How codes start: residual quantization, or random weights (the paper's recipe).
     #[arg(long, value_enum, default_value_t = Init::Rq)]
     pub init: Init,
@@ -178,6 +182,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         step_hidden: args.step_hidden,
         step_beam: args.step_beam,
         step_candidates: args.step_candidates,
+        step_search_batches: args.step_search_batches,
         init: args.init,
         refine: !args.no_refine,
         beam: args.beam,

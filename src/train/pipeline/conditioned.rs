@@ -13,11 +13,15 @@ use tch::{Kind, Tensor};
 
 use super::gradient::train_codes_fixed;
 use super::{MIN_GAIN, Nets};
+use crate::progress::Criterion;
 use crate::train::TrainError;
+use crate::train::learner::{self, Batch, Learner};
 use crate::train::learner::{Plan, Schedule};
 use crate::train::model::ComposerNet;
+use crate::train::model::reconstruction_loss;
 use crate::train::quantize::rq::trace_back;
 use crate::train::reporter::Reporter;
+use crate::train::rng::Rng;
 use crate::train::training_set::{Decoder, TrainingSet};
 
 /// Learning rate of the network alone, and of the rounds that also tune the tables, as shares
@@ -97,13 +101,51 @@ fn reencode(net: &ComposerNet, xc: &Tensor, cc: &Tensor, beam: i64, candidates: 
     found.where_self(&found_err.lt_tensor(&current_err).unsqueeze(1), &cc)
 }
 
-/// Trains the conditioned composer on `codes`, then re-encodes every word through it and trains
-/// again, for up to `--refine-rounds` rounds while the error over all words falls.
+/// The network learning while the codes follow it (QINCo's training): each batch is first
+/// re-encoded by the search through the current network, a row keeping its codes unless the
+/// search decodes it closer, and the step is taken on the new codes. Every word's codes `[N, D]`
+/// are updated in place.
+struct SearchedCodes<'a> {
+    net: &'a ComposerNet,
+    codes: &'a Tensor,
+    beam: i64,
+    candidates: i64,
+}
+
+impl Learner for SearchedCodes<'_> {
+    fn loss(&self, batch: &Batch, _tau: f64, _rng: &mut Rng) -> Tensor {
+        let cc = self.codes.index_select(0, batch.rows);
+        let new = tch::no_grad(|| reencode(self.net, batch.x, &cc, self.beam, self.candidates));
+        let _ =
+            self.codes
+                .shallow_clone()
+                .index_copy_(0, batch.rows, &new.to_kind(self.codes.kind()));
+        reconstruction_loss(&self.net.decode(&new), batch.x)
+    }
+
+    fn val_mse(&self, set: &TrainingSet) -> f64 {
+        set.mse_of(self.codes, None, &Decoder::Net(self.net.shallow_clone()))
+    }
+
+    fn uses_tau(&self) -> bool {
+        false
+    }
+
+    fn judged_by(&self) -> Criterion {
+        Criterion::AllWords
+    }
+}
+
+/// Trains the conditioned composer: first on the additive codes with the tables fixed; then for
+/// up to `--refine-rounds` rounds every word is re-encoded through the network, after (from the
+/// second round) training tables and network together on the codes of the round before, or,
+/// with `--step-search-batches`, training with every batch re-encoded as the network learns.
+/// Stops when a round gains too little.
 pub(super) fn stage_conditioned(
     set: &TrainingSet,
     out: &mut Reporter,
     nets: &Nets,
-    mut codes: Tensor,
+    codes: Tensor,
 ) -> Result<Tensor, TrainError> {
     let cfg = set.cfg;
     let net = &nets.composer;
@@ -118,41 +160,56 @@ pub(super) fn stage_conditioned(
     ));
     let (beam, candidates) = (cfg.step_beam as i64, cfg.step_candidates as i64);
     let (k, d, h) = (set.k, set.d, net.config().hidden as i64);
-    // The tables start at the least-squares optimum for these codes: Adam's first steps, of
-    // about the learning rate on every parameter whatever its gradient, would only disturb them.
-    // So the network learns first with the tables fixed, and later rounds tune both, gently.
-    let train = |out: &mut Reporter, stage: &str, codes: &Tensor, epochs: usize, tables: bool| {
-        let _ = net.codebooks.shallow_clone().set_requires_grad(tables);
-        let share = if tables {
-            TABLES_LR_SHARE
-        } else {
-            NET_LR_SHARE
-        };
-        let plan = Plan {
-            stage,
-            epochs,
-            learning_rate: cfg.learning_rate * share,
-            schedule: Schedule::WarmupCosine,
-        };
-        let r = train_codes_fixed(set, out, nets, codes, plan, true);
-        let _ = net.codebooks.shallow_clone().set_requires_grad(true);
-        r
+    let plan = |stage, epochs, share| Plan {
+        stage,
+        epochs,
+        learning_rate: cfg.learning_rate * share,
+        schedule: Schedule::WarmupCosine,
     };
+    // The tables start at the least-squares optimum for these codes: Adam's first steps, of
+    // about the learning rate on every parameter whatever its gradient, would only disturb
+    // them. So the network first learns alone on the fixed codes.
     if cfg.epochs > 0 {
-        train(out, "conditioned", &codes, cfg.epochs, false)?;
+        let _ = net.codebooks.shallow_clone().set_requires_grad(false);
+        let r = train_codes_fixed(
+            set,
+            out,
+            nets,
+            &codes,
+            plan("conditioned", cfg.epochs, NET_LR_SHARE),
+            true,
+        );
+        let _ = net.codebooks.shallow_clone().set_requires_grad(true);
+        r?;
     }
     let mut best = set.mse_of(&codes, None, &decoder);
     out.progress.message(&format!(
         "conditioned: trained on the additive codes, error over all words {additive:.4} -> {best:.4}"
     ));
-    let fine_tune = (cfg.epochs / 2).max(1);
+    // Updated in place by the searched training; a copy so that the caller's codes stay.
+    let codes = codes.copy();
+    let round_epochs = (cfg.epochs / 4).max(1);
     for round in 1..=cfg.refine_rounds {
         if set.out_of_time() {
             out.progress.message("conditioned: time limit reached");
             break;
         }
         let r0 = Instant::now();
-        out.begin("conditioned search", set.n as u64);
+        if cfg.epochs > 0 && cfg.step_search_batches {
+            let learner = SearchedCodes {
+                net,
+                codes: &codes,
+                beam,
+                candidates,
+            };
+            let stage = "conditioned search";
+            let p = plan(stage, round_epochs, TABLES_LR_SHARE);
+            learner::fit(set, out, &nets.vs, &learner, p)?;
+        } else if cfg.epochs > 0 && round > 1 {
+            let p = plan("conditioned fine-tune", round_epochs, TABLES_LR_SHARE);
+            train_codes_fixed(set, out, nets, &codes, p, true)?;
+        }
+        out.begin("conditioned encode", set.n as u64);
         let new_codes = tch::no_grad(|| {
             set.encode_all(
                 out,
@@ -172,16 +229,12 @@ pub(super) fn stage_conditioned(
                 .sum(Kind::Int64)
                 .int64_value(&[])
         });
-        codes = new_codes;
-        let searched = set.mse_of(&codes, None, &decoder);
-        out.progress.message(&format!(
-            "conditioned round {round}: search (beam {beam}, {candidates} candidates) gave \
-             {changed} words new codes; error over all words {searched:.4}"
-        ));
-        if cfg.epochs > 0 {
-            train(out, "conditioned fine-tune", &codes, fine_tune, true)?;
-        }
+        let _ = codes.shallow_clone().copy_(&new_codes);
         let all = set.mse_of(&codes, None, &decoder);
+        out.progress.message(&format!(
+            "conditioned round {round}: every word searched (beam {beam}, {candidates} \
+             candidates), {changed} took new codes"
+        ));
         let improved = all < best;
         let val_mse = set.val_mse(&codes, &decoder);
         out.progress
