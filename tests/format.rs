@@ -932,7 +932,7 @@ fn error_unknown_composer_kind_asks_for_a_newer_reader() {
     ));
     assert!(
         msg.contains("model section (offset 384) uses composer kind 7")
-            && msg.contains("kinds 0 to 4 of format 1.1; the file is format 1.2")
+            && msg.contains("kinds 0 to 4 of format 1.2; the file is format 1.2")
             && msg.contains("a newer kdcompress is needed"),
         "{msg}"
     );
