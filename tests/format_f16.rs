@@ -330,3 +330,33 @@ fn f16_size_is_codes_plus_two_bytes_per_parameter_plus_vocabulary_plus_4k() {
         assert!(file.len() <= bound, "{kind:?}: {} > {bound}", file.len());
     }
 }
+
+/// The safetensors export stays F32 from an f16 file: the stored f16 values, widened.
+#[test]
+fn safetensors_export_of_an_f16_file_is_f32() {
+    use kdcompress::export::{ExportFormat, ExportOptions, export};
+    let dir = tempfile::tempdir().unwrap();
+    let c = random(6, shape(ComposerKind::Mlp));
+    let kdz_path = dir.path().join("t.kdz");
+    format::write_as(&kdz_path, &c, TensorDtype::F16).unwrap();
+    let out = dir.path().join("t.safetensors");
+    let opts = ExportOptions {
+        format: ExportFormat::Safetensors,
+        overwrite: false,
+    };
+    export(&Kdz::open(&kdz_path).unwrap(), &out, &opts).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let half = rounded(&c);
+    for (name, t) in half.tensors() {
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        assert_eq!(view.shape(), &t.shape[..], "{name}");
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(values, t.data, "{name}");
+    }
+}
