@@ -43,9 +43,7 @@ use crate::format::TensorDtype;
 pub const MAX_F16_MSE_INCREASE: f64 = 1e-3;
 
 /// How the writer stores the codebooks and composer weights.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f16 when it costs at most [`MAX_F16_MSE_INCREASE`] of the MSE over all words, else f32.
@@ -221,10 +219,7 @@ fn squared_errors(
 }
 
 fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum()
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
 }
 
 #[cfg(test)]
@@ -254,7 +249,10 @@ mod tests {
                 CODEBOOKS.to_string(),
                 Tensor::new(vec![2, 4, 3], books).unwrap(),
             ),
-            (OUT_WEIGHT.to_string(), Tensor::new(vec![3, 3], eye).unwrap()),
+            (
+                OUT_WEIGHT.to_string(),
+                Tensor::new(vec![3, 3], eye).unwrap(),
+            ),
             (
                 OUT_BIAS.to_string(),
                 Tensor::new(vec![3], vec![0.0; 3]).unwrap(),
@@ -286,7 +284,10 @@ mod tests {
         let x = original(&c, &codes, 0.3);
         let choice = choose(Precision::Auto, &c, &codes, &x).unwrap();
         assert_eq!(choice.dtype, TensorDtype::F16);
-        assert!((choice.mse_f32 - 3.0 * 0.3f64.powi(2)).abs() < 1e-5, "{choice:?}");
+        assert!(
+            (choice.mse_f32 - 3.0 * 0.3f64.powi(2)).abs() < 1e-5,
+            "{choice:?}"
+        );
         let increase = choice.relative_increase().unwrap();
         assert!(increase.abs() < MAX_F16_MSE_INCREASE / 2.0, "{choice:?}");
         // What the test measured is what a reader of the f16 file decodes.
@@ -361,7 +362,11 @@ mod tests {
         assert!(choice.mse_f16.is_some());
         assert!(matches!(
             choose(Precision::Auto, &c, &codes, &x[1..]),
-            Err(PrecisionError::Shape { words: 16, dim: 3, found: 47 })
+            Err(PrecisionError::Shape {
+                words: 16,
+                dim: 3,
+                found: 47
+            })
         ));
         let other = Codes::new(4, 1, vec![0; 16]).unwrap();
         assert!(matches!(

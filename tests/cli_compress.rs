@@ -426,7 +426,8 @@ fn precision_chooses_how_the_tables_are_stored() {
             .all(|&d| d == TensorDtype::F32)
     );
     assert!(
-        f32_line.starts_with("storage       f32 tables and composer (as asked): f16 would give mse "),
+        f32_line
+            .starts_with("storage       f32 tables and composer (as asked): f16 would give mse "),
         "{f32_line}"
     );
     let (f16_file, f16_line) = run("f16");
@@ -450,7 +451,10 @@ fn precision_chooses_how_the_tables_are_stored() {
     };
     assert_eq!(cost(&f32_line), cost(&f16_line));
     for line in [&f32_line, &f16_line] {
-        assert!(line.contains(" KiB -> ") && line.contains(" bits per word)"), "{line}");
+        assert!(
+            line.contains(" KiB -> ") && line.contains(" bits per word)"),
+            "{line}"
+        );
         assert!(!line.contains('?') && !line.contains("NaN"), "{line}");
     }
     let storage = &f16_file.metadata().training["storage"];

@@ -96,10 +96,7 @@ fn every_composer_kind_round_trips_as_f16() {
         let f32_tensors = tensors_section_len(&open(f32_file).unwrap());
         let f16_tensors = tensors_section_len(&kdz);
         // Two bytes saved a parameter, give or take each tensor's alignment padding.
-        let (saved, params) = (
-            f32_tensors - f16_tensors,
-            c.composer.num_params() as u64,
-        );
+        let (saved, params) = (f32_tensors - f16_tensors, c.composer.num_params() as u64);
         let slack = 64 * c.composer.tensors().len() as u64;
         assert!(
             saved + slack >= 2 * params && saved <= 2 * params + slack,

@@ -156,7 +156,11 @@ fn info_shows_how_the_tensors_are_stored() {
         let path = dir.path().join(format!("{dtype}.kdz"));
         kdcompress::format::write_as(&path, &c, dtype).unwrap();
         let out = stdout(kdc(dir.path()).arg("info").arg(&path));
-        let minor = if dtype == kdcompress::format::TensorDtype::F16 { 2 } else { 1 };
+        let minor = if dtype == kdcompress::format::TensorDtype::F16 {
+            2
+        } else {
+            1
+        };
         assert!(
             out.contains(&format!("format        .kdz 1.{minor}, ")),
             "{out}"
@@ -179,6 +183,12 @@ fn info_shows_how_the_tensors_are_stored() {
     }
     // 16 x 32 x 8 + 50 x 8 + 50 parameters: 4,546, over 2,000 words.
     let bits = |bytes: f64| bytes * 8.0 / 2000.0;
-    assert!((per_word[0] - bits(4.0 * 4546.0)).abs() < 1.0, "{per_word:?}");
-    assert!((per_word[1] - bits(2.0 * 4546.0)).abs() < 1.0, "{per_word:?}");
+    assert!(
+        (per_word[0] - bits(4.0 * 4546.0)).abs() < 1.0,
+        "{per_word:?}"
+    );
+    assert!(
+        (per_word[1] - bits(2.0 * 4546.0)).abs() < 1.0,
+        "{per_word:?}"
+    );
 }

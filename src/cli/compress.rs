@@ -425,12 +425,7 @@ fn storage_json(s: &StorageChoice) -> anyhow::Result<serde_json::Value> {
 /// What was stored and what f16 costs, in one line: `f16 tables and composer (auto): mse
 /// 0.103900 -> 0.103901 (+0.0010%), file 1.9 MiB -> 1.3 MiB (300.1 -> 210.2 bits per word)`,
 /// f32 first, `n` words.
-fn storage_line(
-    s: &StorageChoice,
-    f32_len: Option<u64>,
-    f16_len: Option<u64>,
-    n: usize,
-) -> String {
+fn storage_line(s: &StorageChoice, f32_len: Option<u64>, f16_len: Option<u64>, n: usize) -> String {
     let how = match s.precision {
         Precision::Auto => "auto",
         Precision::F32 | Precision::F16 => "as asked",
@@ -438,8 +433,10 @@ fn storage_line(
     let head = format!("{} tables and composer ({how})", s.dtype);
     let size = |len: Option<u64>| len.map_or_else(|| "?".to_string(), bytes);
     let per_word = |len: Option<u64>| {
-        len.filter(|_| n > 0)
-            .map_or_else(|| "?".to_string(), |b| format!("{:.1}", b as f64 * 8.0 / n as f64))
+        len.filter(|_| n > 0).map_or_else(
+            || "?".to_string(),
+            |b| format!("{:.1}", b as f64 * 8.0 / n as f64),
+        )
     };
     let files = format!(
         "file {} -> {} ({} -> {} bits per word)",

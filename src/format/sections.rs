@@ -942,8 +942,11 @@ mod tests {
     #[test]
     fn f16_tensors_round_to_nearest_and_take_half_the_bytes() {
         let values = vec![0.1f32, -3.0e-5, 1.0 + 1.0 / 1024.0, 65504.0, 1.0e-8, -0.0];
-        let one: BTreeMap<String, Tensor> =
-            [("t".to_string(), Tensor::new(vec![6], values.clone()).unwrap())].into();
+        let one: BTreeMap<String, Tensor> = [(
+            "t".to_string(),
+            Tensor::new(vec![6], values.clone()).unwrap(),
+        )]
+        .into();
         let mut buf = Vec::new();
         write_tensors(&mut buf, &one, TensorDtype::F16).unwrap();
         let (dir_end, data_len) = (64, 12);

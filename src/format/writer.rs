@@ -329,17 +329,18 @@ fn write_with(
 ) -> Result<(), FormatError> {
     let planned = plan(path, c, dtype)?;
     let minor = file_minor(dtype);
-    write_atomically(path, overwrite, |w| emit(path, &planned, minor, w).map(drop)).map_err(|failure| {
-        match failure {
-            Failure::Exists => FormatError::Exists {
-                path: path.to_owned(),
-            },
-            Failure::Io { action, source } => FormatError::Io {
-                path: path.to_owned(),
-                action,
-                source,
-            },
-            Failure::Fill(e) => e,
-        }
+    write_atomically(path, overwrite, |w| {
+        emit(path, &planned, minor, w).map(drop)
+    })
+    .map_err(|failure| match failure {
+        Failure::Exists => FormatError::Exists {
+            path: path.to_owned(),
+        },
+        Failure::Io { action, source } => FormatError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        },
+        Failure::Fill(e) => e,
     })
 }
