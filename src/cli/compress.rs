@@ -455,11 +455,17 @@ fn storage_line(s: &StorageChoice, f32_len: Option<u64>, f16_len: Option<u64>, n
             Some(f16) => format!("{head}: mse {} -> {} with f16; {files}", s.mse_f32, f16),
         };
     };
+    let percent = 100.0 * change;
+    // Rounding often costs less than a ten-thousandth of a percent; say how much less.
+    let percent = if percent != 0.0 && percent.abs() < 1e-3 {
+        format!("{percent:+.1e}%")
+    } else {
+        format!("{percent:+.4}%")
+    };
     let mse = format!(
-        "mse {} -> {} ({:+.4}%)",
+        "mse {} -> {} ({percent})",
         significant(s.mse_f32),
-        significant(f16),
-        100.0 * change
+        significant(f16)
     );
     match s.dtype {
         TensorDtype::F16 => format!("{head}: {mse}, {files}"),
@@ -664,5 +670,85 @@ impl Progress for CliProgress {
 
     fn message(&mut self, text: &str) {
         self.note(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(precision: Precision, dtype: TensorDtype, mse_f16: Option<f64>) -> StorageChoice {
+        StorageChoice {
+            precision,
+            dtype,
+            mse_f32: 0.1039,
+            mse_f16,
+        }
+    }
+
+    #[test]
+    fn storage_line_says_what_was_stored_and_what_f16_costs() {
+        let (f32_len, f16_len) = (Some(2_000_000), Some(1_300_000));
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F16, Some(0.10391)),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert_eq!(
+            line,
+            "f16 tables and composer (auto): mse 0.103900 -> 0.103910 (+0.0096%), \
+             file 1.9 MiB -> 1.2 MiB (3200.0 -> 2080.0 bits per word)"
+        );
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F32, Some(0.105)),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert!(
+            line.starts_with(
+                "f32 tables and composer (auto): f16 would cost mse 0.103900 -> 0.105000 \
+                 (+1.0587%), above the 0.1% allowed; file 1.9 MiB -> 1.2 MiB"
+            ),
+            "{line}"
+        );
+        let line = storage_line(
+            &choice(
+                Precision::F32,
+                TensorDtype::F32,
+                Some(0.1039 * (1.0 + 3e-8)),
+            ),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert!(
+            line.starts_with(
+                "f32 tables and composer (as asked): f16 would give mse 0.103900 -> 0.103900 \
+                 (+3.0e-6%), file"
+            ),
+            "{line}"
+        );
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F32, None),
+            f32_len,
+            None,
+            5000,
+        );
+        assert_eq!(
+            line,
+            "f32 tables and composer (auto): f16 cannot hold the weights (one lies beyond \
+             ±65504); file 1.9 MiB"
+        );
+    }
+
+    #[test]
+    fn significant_keeps_six_digits() {
+        assert_eq!(significant(0.1039), "0.103900");
+        assert_eq!(significant(3.497163), "3.49716");
+        assert_eq!(significant(0.00900257), "0.00900257");
+        assert_eq!(significant(123456.7), "123457");
+        assert_eq!(significant(0.0), "0");
     }
 }
