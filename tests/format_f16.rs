@@ -81,7 +81,7 @@ fn every_composer_kind_round_trips_as_f16() {
         let mut expected = vec![0f32; got.len()];
         half.decode_batch(c.codes.as_slice(), &mut expected);
         assert_eq!(got, expected, "{kind:?}: decodes as the rounded weights do");
-        // Weights below 0.5 in size move by at most 2^-13 each; through D = 8 code vectors and
+        // Weights below 0.5 in size move by at most 2^-12 each; through D = 8 code vectors and
         // the composer's layers that stays well under 1e-2.
         let full = c.decode_all();
         let worst = got
