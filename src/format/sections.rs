@@ -137,7 +137,7 @@ impl Model {
     }
 }
 
-fn kind_code(kind: ComposerKind) -> u32 {
+pub(crate) fn kind_code(kind: ComposerKind) -> u32 {
     match kind {
         ComposerKind::Linear => 0,
         ComposerKind::Mlp => 1,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::atomic_file::{Failure, write_atomically};
 use crate::codes::MAX_D;
+use crate::composer::ComposerKind;
 use crate::compressed::Compressed;
 
 use super::error::FormatError;
@@ -198,10 +199,19 @@ fn plan<'a>(
     Ok(planned)
 }
 
-/// The lowest minor version whose readers know everything a file uses; composer kinds up to
-/// `split` need 1.1, which is also what this writer stamps on every file without newer content.
-fn file_minor(dtype: TensorDtype) -> u16 {
-    dtype.minor()
+/// Composer kinds a 1.1 reader knows: codes 0 (`linear`) to 4 (`split`).
+const LAST_KIND_OF_1_1: u32 = 4;
+
+/// The lowest minor version whose readers know everything a file uses: its composer kind (1.1
+/// up to `split`, 1.2 after) and its tensors' dtype. 1.1 is also what this writer stamps on
+/// every file without newer content, so such files stay what earlier versions wrote.
+fn file_minor(kind: ComposerKind, dtype: TensorDtype) -> u16 {
+    let kind_minor = if sections::kind_code(kind) <= LAST_KIND_OF_1_1 {
+        1
+    } else {
+        2
+    };
+    kind_minor.max(dtype.minor())
 }
 
 /// Writes the planned sections after the header and table.
@@ -273,7 +283,12 @@ pub fn to_bytes_as(c: &Compressed, dtype: TensorDtype) -> Result<Vec<u8>, Format
     let path = Path::new("<memory>");
     let planned = plan(path, c, dtype)?;
     let mut out = Vec::new();
-    emit(path, &planned, file_minor(dtype), &mut out)?;
+    emit(
+        path,
+        &planned,
+        file_minor(c.composer.config().kind, dtype),
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -328,7 +343,7 @@ fn write_with(
     overwrite: bool,
 ) -> Result<(), FormatError> {
     let planned = plan(path, c, dtype)?;
-    let minor = file_minor(dtype);
+    let minor = file_minor(c.composer.config().kind, dtype);
     write_atomically(path, overwrite, |w| {
         emit(path, &planned, minor, w).map(drop)
     })
