@@ -200,7 +200,8 @@ def faiss_shape(method, bits, dim):
 
 
 def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
-    """Decoded vectors and seconds of one faiss quantizer, trained on at most `train_max` rows."""
+    """Decoded vectors, seconds and the bytes of its f32 tables (codebooks, OPQ's rotation) of
+    one faiss quantizer, trained on at most `train_max` rows."""
     import faiss
 
     t0 = time.time()
@@ -215,6 +216,7 @@ def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
         pq = faiss.ProductQuantizer(dim, m, nb)
         pq.train(opq.apply_py(train))
         y = opq.reverse_transform(pq.decode(pq.compute_codes(opq.apply_py(x))))
+        tables = 4 * (pq.M * pq.ksub * pq.dsub + opq.d_in * opq.d_out)
     else:
         if method == "pq":
             q = faiss.ProductQuantizer(dim, m, nb)
@@ -226,7 +228,9 @@ def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
             q.max_beam_size = 32 if method == "rq32" else 5
         q.train(train)
         y = q.decode(q.compute_codes(x))
-    return np.asarray(y, dtype=np.float32), time.time() - t0
+        # PQ: M tables of ksub sub-vectors; RQ and LSQ: M tables of 2^nbits full vectors.
+        tables = 4 * (q.M * q.ksub * q.dsub if method == "pq" else q.total_codebook_size * q.d)
+    return np.asarray(y, dtype=np.float32), time.time() - t0, tables
 
 
 def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
@@ -259,11 +263,12 @@ def method_label(method, shape):
 
 
 def table(rows):
-    head = (f"{'method':<34}{'mse':>9}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'Δ':>8}"
+    head = (f"{'method':<34}{'bits/w':>8}{'mse':>9}{'cosine':>8}{'nn@10':>8}{'ws353':>8}{'Δ':>8}"
             f"{'sl999':>8}{'Δ':>8}{'secs':>8}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['method']:<34}{r['mse']:9.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
+        lines.append(f"{r['method']:<34}{r.get('bits_all', math.nan):8.1f}"
+                     f"{r['mse']:9.4f}{r['cosine']:8.4f}{r['nn10']:8.4f}"
                      f"{r['ws353']:8.4f}{r['ws353_delta']:+8.4f}{r['sl999']:8.4f}"
                      f"{r['sl999_delta']:+8.4f}{r['seconds']:8.1f}")
     return "\n".join(lines)
@@ -333,10 +338,12 @@ def markdown(results):
         out.append(f"\n**{res['title']}, {res['bits']} bits per word** "
                    f"(original ws353 {res['original']['ws353']:.4f}, "
                    f"sl999 {res['original']['sl999']:.4f}; {res['threads']} threads)\n")
-        out.append("| method | MSE | mean cos | nn@10 | ws353 (Δ) | sl999 (Δ) | seconds |")
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("| method | bits/word (all) | MSE | mean cos | nn@10 | ws353 (Δ) | sl999 (Δ) "
+                   "| seconds |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for r in res["rows"]:
-            out.append(f"| {r['method']} | {r['mse']:.4f} | {r['cosine']:.4f} | {r['nn10']:.4f} "
+            out.append(f"| {r['method']} | {r.get('bits_all', math.nan):.1f} "
+                       f"| {r['mse']:.4f} | {r['cosine']:.4f} | {r['nn10']:.4f} "
                        f"| {r['ws353']:.4f} ({r['ws353_delta']:+.4f}) "
                        f"| {r['sl999']:.4f} ({r['sl999_delta']:+.4f}) | {r['seconds']:.1f} |")
         out.extend(f"- {line}" for line in ratio_lines(res["ratios"]))
@@ -419,15 +426,20 @@ def main():
                             extra = ["--composer", "conditioned"] + args.cond_args.split()
                         y, secs, size = run_kdcompress(args.bin, data, args.out, method, k, d,
                                                        args.threads, extra)
-                        row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size}
+                        # Bits per word with everything amortised: the whole .kdz.
+                        row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size,
+                               "bits_all": size * 8 / len(data.x)}
                         label = method_label(method, (k, d))
                     else:
                         shape = faiss_shape(method, bits, data.x.shape[1])
                         if shape is None:
                             continue
-                        y, secs = run_faiss(method, *shape, data.x, args.faiss_train,
-                                            args.lsq_iters)
-                        row = {"family": "faiss", "M": shape[0], "nbits": shape[1]}
+                        y, secs, tables = run_faiss(method, *shape, data.x, args.faiss_train,
+                                                    args.lsq_iters)
+                        # Code bits plus the f32 tables amortised over the words.
+                        row = {"family": "faiss", "M": shape[0], "nbits": shape[1],
+                               "table_bytes": tables,
+                               "bits_all": shape[0] * shape[1] + tables * 8 / len(data.x)}
                         label = method_label(method, shape)
                     row.update({"key": method, "method": label, "seconds": secs,
                                 **ref.metrics(y)})

@@ -352,6 +352,8 @@ impl View for &Raw {
     }
 }
 
+/// Float tensors are exported as F32 whatever dtype the `.kdz` stores them in (f16 values widen
+/// exactly): one dtype for every consumer, and the one `KdEmbedding` trains in.
 fn f32_raw(shape: Vec<usize>, data: &[f32]) -> Raw {
     Raw {
         dtype: Dtype::F32,

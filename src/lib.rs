@@ -28,6 +28,7 @@ pub mod inspect;
 mod linalg;
 pub mod method;
 pub mod neighbours;
+pub mod precision;
 pub mod progress;
 pub mod report;
 #[cfg(feature = "train")]

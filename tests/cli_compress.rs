@@ -62,8 +62,13 @@ fn compresses_the_fixture_with_defaults_and_reports() {
     // summary's error.
     let lines = std::fs::read_to_string(&log).unwrap();
     let mut stage_ends = Vec::new();
+    let mut storage = Vec::new();
     for l in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["record"] == "storage" {
+            storage.push(v);
+            continue;
+        }
         assert!(v["stage"].as_str().is_some(), "{l}");
         if v["record"] == "stage_end" {
             assert!(v["neighbour_overlap"].as_f64().is_some(), "{l}");
@@ -73,6 +78,20 @@ fn compresses_the_fixture_with_defaults_and_reports() {
         }
     }
     assert!(lines.lines().count() > stage_ends.len(), "{lines}");
+    // The last line: how the tables were stored, as the file says.
+    assert_eq!(storage.len(), 1, "{lines}");
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["record"], "storage", "{lines}");
+    let dtype = storage[0]["dtype"].as_str().unwrap();
+    assert!(
+        kdz.tensor_dtypes().values().all(|d| d.name() == dtype),
+        "{lines}"
+    );
+    assert_eq!(kdz.metadata().training["storage"]["dtype"], dtype);
+    assert_eq!(
+        storage[0]["bytes_".to_string() + dtype],
+        std::fs::metadata(&out).unwrap().len()
+    );
     let names: Vec<_> = stage_ends
         .iter()
         .map(|v| v["stage"].as_str().unwrap())
@@ -362,4 +381,89 @@ fn the_lsq_best_mark_names_the_error_that_earned_it() {
             assert!(all >= best, "{line}");
         }
     }
+}
+
+/// `--precision f32` writes the tables as every 1.x reader reads them (format 1.1); `f16` writes
+/// the same training's weights rounded to f16 (format 1.2), and both runs say what f16 costs.
+#[test]
+fn precision_chooses_how_the_tables_are_stored() {
+    use kdcompress::format::{Kdz, TensorDtype};
+    let dir = TempDir::new().unwrap();
+    let run = |precision: &str| {
+        let out = dir.path().join(format!("{precision}.kdz"));
+        let assert = kdcompress(&dir)
+            .arg(fixture())
+            .args([
+                "-K",
+                "16",
+                "-D",
+                "8",
+                "--max-words",
+                "1000",
+                "--threads",
+                "2",
+                "--precision",
+                precision,
+                "-o",
+            ])
+            .arg(&out)
+            .assert()
+            .success();
+        let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("storage       "))
+            .unwrap_or_else(|| panic!("no storage line in {stdout}"))
+            .to_string();
+        (Kdz::open(&out).unwrap(), line)
+    };
+    let (f32_file, f32_line) = run("f32");
+    assert_eq!(f32_file.version(), (1, 1), "{f32_line}");
+    assert!(
+        f32_file
+            .tensor_dtypes()
+            .values()
+            .all(|&d| d == TensorDtype::F32)
+    );
+    assert!(
+        f32_line
+            .starts_with("storage       f32 tables and composer (as asked): f16 would give mse "),
+        "{f32_line}"
+    );
+    let (f16_file, f16_line) = run("f16");
+    assert_eq!(f16_file.version(), (1, 2), "{f16_line}");
+    assert!(
+        f16_line.starts_with("storage       f16 tables and composer (as asked): mse "),
+        "{f16_line}"
+    );
+    // One seed, one training: the same codes, and the f32 weights rounded.
+    assert_eq!(f16_file.codes(), f32_file.codes());
+    for (name, t) in f32_file.composer().tensors() {
+        let half = &f16_file.composer().tensors()[name];
+        let rounded: Vec<f32> = t.data.iter().map(|&v| TensorDtype::F16.round(v)).collect();
+        assert_eq!(half.data, rounded, "{name}");
+    }
+    assert!(f16_file.file_len() < f32_file.file_len());
+    // Both runs state the same cost, and both file sizes.
+    let cost = |line: &str| {
+        let from = line.find("mse ").unwrap();
+        line[from..from + line[from..].find(')').unwrap()].to_string()
+    };
+    assert_eq!(cost(&f32_line), cost(&f16_line));
+    for line in [&f32_line, &f16_line] {
+        assert!(
+            line.contains(" KiB -> ") && line.contains(" bits per word)"),
+            "{line}"
+        );
+        assert!(!line.contains('?') && !line.contains("NaN"), "{line}");
+    }
+    let storage = &f16_file.metadata().training["storage"];
+    assert_eq!(storage["precision"], "f16");
+    assert_eq!(storage["dtype"], "f16");
+    let (mse32, mse16) = (
+        storage["mse_f32"].as_f64().unwrap(),
+        storage["mse_f16"].as_f64().unwrap(),
+    );
+    assert!((mse16 / mse32 - 1.0).abs() < 1e-3, "{storage}");
+    assert_eq!(f32_file.metadata().training["storage"]["mse_f16"], mse16);
 }

@@ -166,7 +166,12 @@ fn every_composer_kind_round_trips_through_a_file() {
             k: 16,
             d_codebooks: 8,
             // Split: 11 columns over 8 groups, widths 1 and 2.
-            code_dim: if kind == ComposerKind::Split { 2 } else { 4 },
+            // Conditioned adds code vectors to the output: d' = d.
+            code_dim: match kind {
+                ComposerKind::Split => 2,
+                ComposerKind::Conditioned => 6,
+                _ => 4,
+            },
             hidden: 5,
             out_dim: if kind == ComposerKind::Split { 11 } else { 6 },
             norms: true,
@@ -924,7 +929,7 @@ fn error_unknown_composer_kind_asks_for_a_newer_reader() {
         err,
         FormatError::UnknownComposerKind {
             kind: 7,
-            max_known: 4,
+            max_known: 5,
             major: 1,
             minor: 2,
             ..
@@ -932,7 +937,7 @@ fn error_unknown_composer_kind_asks_for_a_newer_reader() {
     ));
     assert!(
         msg.contains("model section (offset 384) uses composer kind 7")
-            && msg.contains("kinds 0 to 4 of format 1.1; the file is format 1.2")
+            && msg.contains("kinds 0 to 5 of format 1.2; the file is format 1.2")
             && msg.contains("a newer kdcompress is needed"),
         "{msg}"
     );

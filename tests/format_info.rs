@@ -133,3 +133,62 @@ fn info_on_a_missing_file_fails_with_the_path() {
         "absent.kdz: cannot open for reading",
     );
 }
+
+/// The stored dtype of the tensors, and what they cost per word beside the codes.
+#[test]
+fn info_shows_how_the_tensors_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = random(
+        5,
+        Shape {
+            kind: ComposerKind::Linear,
+            n: 2000,
+            k: 32,
+            d_codebooks: 16,
+            code_dim: 8,
+            hidden: 0,
+            out_dim: 50,
+            norms: false,
+        },
+    );
+    let mut per_word = Vec::new();
+    for dtype in kdcompress::format::TensorDtype::ALL {
+        let path = dir.path().join(format!("{dtype}.kdz"));
+        kdcompress::format::write_as(&path, &c, dtype).unwrap();
+        let out = stdout(kdc(dir.path()).arg("info").arg(&path));
+        let minor = if dtype == kdcompress::format::TensorDtype::F16 {
+            2
+        } else {
+            1
+        };
+        assert!(
+            out.contains(&format!("format        .kdz 1.{minor}, ")),
+            "{out}"
+        );
+        let expected =
+            format!("tensors       {dtype} (codebooks, composer.out.bias, composer.out.weight)");
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("bits per word"))
+            .unwrap();
+        assert!(line.contains("80 in codes"), "{line}");
+        let tables: f64 = line
+            .split(" for the whole file (")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no tables' bits per word in {line}"));
+        per_word.push(tables);
+    }
+    // 16 x 32 x 8 + 50 x 8 + 50 parameters: 4,546, over 2,000 words.
+    let bits = |bytes: f64| bytes * 8.0 / 2000.0;
+    assert!(
+        (per_word[0] - bits(4.0 * 4546.0)).abs() < 1.0,
+        "{per_word:?}"
+    );
+    assert!(
+        (per_word[1] - bits(2.0 * 4546.0)).abs() < 1.0,
+        "{per_word:?}"
+    );
+}

@@ -1,5 +1,5 @@
 //! Writes seed files for the fuzzers: small valid `.kdz` files of every composer kind, with and
-//! without norms, at awkward K and D.
+//! without norms, at awkward K and D, and with f16 tensors.
 //!
 //! `cargo run --example seeds -- corpus/open`
 
@@ -8,6 +8,7 @@ mod format_support;
 
 use format_support::{Shape, random};
 use kdcompress::composer::ComposerKind;
+use kdcompress::format::TensorDtype;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
@@ -28,9 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 out_dim,
                 norms: (k + i as u32) % 2 == 1,
             };
-            let bytes = kdcompress::format::to_bytes(&random(i as u64, shape))?;
+            let table = random(i as u64, shape);
+            let bytes = kdcompress::format::to_bytes(&table)?;
             let name = format!("{dir}/{}-k{k}-d{d}.kdz", kind.name());
             std::fs::write(&name, bytes)?;
+            if k == 5 {
+                let bytes = kdcompress::format::to_bytes_as(&table, TensorDtype::F16)?;
+                std::fs::write(format!("{dir}/{}-k{k}-d{d}-f16.kdz", kind.name()), bytes)?;
+            }
         }
     }
     Ok(())

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use kdcompress::composer::ComposerKind;
+use kdcompress::format::TensorDtype;
+use kdcompress::precision::{MAX_F16_MSE_INCREASE, Precision, StorageChoice};
 use kdcompress::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 #[cfg(feature = "train")]
 use kdcompress::train;
@@ -158,6 +160,11 @@ pub struct CompressArgs {
     pub quiet: bool,
     #[arg(long, help = super::outputs::FORCE_HELP)]
     pub force: bool,
+    /// How to store the codebooks and composer weights: auto (f16 when that raises the error
+    /// over all words by at most 0.1%, else f32), f32 (readable by every .kdz 1.x reader) or f16
+    /// (format 1.2; f32 with a warning if a weight lies beyond the f16 range).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// How codes are learned: kd (the staged KD pipeline), dccl (Shu & Nakayama 2018),
     /// dpq-sx or dpq-vq (Chen, Li & Sun 2020); recorded in the file's metadata.
     #[arg(long, value_enum, default_value_t = kdcompress::method::Method::Kd)]
@@ -291,13 +298,27 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let trained = trainer
         .train(&embeddings, &mut progress)
         .with_context(|| format!("training on {} failed", input.display()))?;
-    progress.finish()?;
+    let storage = kdcompress::precision::choose(
+        args.precision,
+        &trained.composer,
+        &trained.codes,
+        embeddings.matrix(),
+    )
+    .context("cannot measure what storing the tables as f16 costs")?;
+    if storage.precision == Precision::F16 && storage.dtype == TensorDtype::F32 {
+        eprintln!(
+            "warning: --precision f16: a weight lies beyond the f16 range (±65504) and would be \
+             stored as an infinity; the tables and composer are stored as f32"
+        );
+    }
     let report = trained.report.clone();
+    let mut training = serde_json::to_value(config)?;
+    training["storage"] = storage_json(&storage)?;
     let metadata = kdcompress::compressed::Metadata {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         method: config.method.name().into(),
         source: source.clone(),
-        training: serde_json::to_value(config)?,
+        training,
         seed: config.seed,
         ..Default::default()
     };
@@ -305,17 +326,33 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let compressed = trained.into_compressed(vocab, metadata);
     let bits = compressed.bits_per_word();
     let written = if args.force {
-        kdcompress::format::write(&output, &compressed)
+        kdcompress::format::write_as(&output, &compressed, storage.dtype)
     } else {
-        kdcompress::format::write_new(&output, &compressed)
+        kdcompress::format::write_new_as(&output, &compressed, storage.dtype)
     };
     written.with_context(|| format!("cannot write {}", output.display()))?;
-    if args.quiet {
-        return Ok(());
-    }
     let artifact = std::fs::metadata(&output)
         .with_context(|| format!("cannot stat {}", output.display()))?
         .len();
+    // What the other choice would have written; none where f16 cannot hold the weights.
+    let other = match storage.dtype {
+        TensorDtype::F32 => TensorDtype::F16,
+        TensorDtype::F16 => TensorDtype::F32,
+    };
+    let other_len = kdcompress::format::file_len_as(&compressed, other).ok();
+    let (f32_len, f16_len) = match storage.dtype {
+        TensorDtype::F32 => (Some(artifact), other_len),
+        TensorDtype::F16 => (other_len, Some(artifact)),
+    };
+    let mut record = storage_json(&storage)?;
+    record["record"] = "storage".into();
+    record["bytes_f32"] = f32_len.into();
+    record["bytes_f16"] = f16_len.into();
+    progress.log_line(Ok(record));
+    progress.finish()?;
+    if args.quiet {
+        return Ok(());
+    }
     let matrix = (n * d * 4) as u64;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -343,6 +380,11 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         config.num_codes,
         config.num_codebooks,
         artifact as f64 * 8.0 / n as f64
+    )?;
+    writeln!(
+        out,
+        "storage       {}",
+        storage_line(&storage, f32_len, f16_len, n)
     )?;
     writeln!(
         out,
@@ -394,6 +436,79 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The storage decision as recorded in the metadata (`training.storage`) and the log.
+fn storage_json(s: &StorageChoice) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(s)?;
+    v["relative_increase"] = s.relative_increase().into();
+    v["max_relative_increase"] = MAX_F16_MSE_INCREASE.into();
+    Ok(v)
+}
+
+/// What was stored and what f16 costs, in one line: `f16 tables and composer (auto): mse
+/// 0.103900 -> 0.103901 (+0.0010%), file 1.9 MiB -> 1.3 MiB (300.1 -> 210.2 bits per word)`,
+/// f32 first, `n` words.
+fn storage_line(s: &StorageChoice, f32_len: Option<u64>, f16_len: Option<u64>, n: usize) -> String {
+    let how = match s.precision {
+        Precision::Auto => "auto",
+        Precision::F32 | Precision::F16 => "as asked",
+    };
+    let head = format!("{} tables and composer ({how})", s.dtype);
+    let size = |len: Option<u64>| len.map_or_else(|| "?".to_string(), bytes);
+    let per_word = |len: Option<u64>| {
+        len.filter(|_| n > 0).map_or_else(
+            || "?".to_string(),
+            |b| format!("{:.1}", b as f64 * 8.0 / n as f64),
+        )
+    };
+    let files = format!(
+        "file {} -> {} ({} -> {} bits per word)",
+        size(f32_len),
+        size(f16_len),
+        per_word(f32_len),
+        per_word(f16_len)
+    );
+    let (Some(f16), Some(change)) = (s.mse_f16, s.relative_increase()) else {
+        return match s.mse_f16 {
+            None => format!(
+                "{head}: f16 cannot hold the weights (one lies beyond ±65504); file {}",
+                size(f32_len)
+            ),
+            // An error of zero (or not finite) has no relative change to show.
+            Some(f16) => format!("{head}: mse {} -> {} with f16; {files}", s.mse_f32, f16),
+        };
+    };
+    let percent = 100.0 * change;
+    // Rounding often costs less than a ten-thousandth of a percent; say how much less.
+    let percent = if percent != 0.0 && percent.abs() < 1e-3 {
+        format!("{percent:+.1e}%")
+    } else {
+        format!("{percent:+.4}%")
+    };
+    let mse = format!(
+        "mse {} -> {} ({percent})",
+        significant(s.mse_f32),
+        significant(f16)
+    );
+    match s.dtype {
+        TensorDtype::F16 => format!("{head}: {mse}, {files}"),
+        TensorDtype::F32 if s.precision == Precision::Auto => format!(
+            "{head}: f16 would cost {mse}, above the {}% allowed; {files}",
+            100.0 * MAX_F16_MSE_INCREASE
+        ),
+        TensorDtype::F32 => format!("{head}: f16 would give {mse}, {files}"),
+    }
+}
+
+/// `v` with six significant digits, enough to show an f16 rounding cost of 0.001%.
+fn significant(v: f64) -> String {
+    let digits = if v == 0.0 || !v.is_finite() {
+        0
+    } else {
+        (5 - v.abs().log10().floor() as i32).max(0) as usize
+    };
+    format!("{v:.digits$}")
 }
 
 /// A memory figure of this process in bytes (`VmRSS:` resident now, `VmHWM:` peak resident),
@@ -579,5 +694,85 @@ impl Progress for CliProgress {
 
     fn message(&mut self, text: &str) {
         self.note(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(precision: Precision, dtype: TensorDtype, mse_f16: Option<f64>) -> StorageChoice {
+        StorageChoice {
+            precision,
+            dtype,
+            mse_f32: 0.1039,
+            mse_f16,
+        }
+    }
+
+    #[test]
+    fn storage_line_says_what_was_stored_and_what_f16_costs() {
+        let (f32_len, f16_len) = (Some(2_000_000), Some(1_300_000));
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F16, Some(0.10391)),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert_eq!(
+            line,
+            "f16 tables and composer (auto): mse 0.103900 -> 0.103910 (+0.0096%), \
+             file 1.9 MiB -> 1.2 MiB (3200.0 -> 2080.0 bits per word)"
+        );
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F32, Some(0.105)),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert!(
+            line.starts_with(
+                "f32 tables and composer (auto): f16 would cost mse 0.103900 -> 0.105000 \
+                 (+1.0587%), above the 0.1% allowed; file 1.9 MiB -> 1.2 MiB"
+            ),
+            "{line}"
+        );
+        let line = storage_line(
+            &choice(
+                Precision::F32,
+                TensorDtype::F32,
+                Some(0.1039 * (1.0 + 3e-8)),
+            ),
+            f32_len,
+            f16_len,
+            5000,
+        );
+        assert!(
+            line.starts_with(
+                "f32 tables and composer (as asked): f16 would give mse 0.103900 -> 0.103900 \
+                 (+3.0e-6%), file"
+            ),
+            "{line}"
+        );
+        let line = storage_line(
+            &choice(Precision::Auto, TensorDtype::F32, None),
+            f32_len,
+            None,
+            5000,
+        );
+        assert_eq!(
+            line,
+            "f32 tables and composer (auto): f16 cannot hold the weights (one lies beyond \
+             ±65504); file 1.9 MiB"
+        );
+    }
+
+    #[test]
+    fn significant_keeps_six_digits() {
+        assert_eq!(significant(0.1039), "0.103900");
+        assert_eq!(significant(3.497163), "3.49716");
+        assert_eq!(significant(0.00900257), "0.00900257");
+        assert_eq!(significant(123456.7), "123457");
+        assert_eq!(significant(0.0), "0");
     }
 }

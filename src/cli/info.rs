@@ -84,6 +84,7 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
         c.kind.name(),
         grouped(kdz.composer().num_params() as u64)
     )?;
+    writeln!(w, "tensors       {}", tensor_storage(kdz))?;
     writeln!(w)?;
 
     let share = |bytes: u64| 100.0 * bytes as f64 / file_len.max(1) as f64;
@@ -124,12 +125,19 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
     writeln!(w)?;
 
     let code_bits = u64::from(m.bits_per_code()) * c.num_codebooks as u64;
+    let tensors_len: u64 = kdz
+        .sections()
+        .iter()
+        .filter(|s| s.kind == SectionKind::Tensors)
+        .map(|s| s.stored_len)
+        .sum();
     if n > 0 {
         writeln!(
             w,
-            "bits per word      {code_bits} in codes ({} with padding to whole bytes), {:.1} for the whole file",
+            "bits per word      {code_bits} in codes ({} with padding to whole bytes), {:.1} for the whole file ({:.1} of it in the tables and composer)",
             8 * m.row_bytes(),
-            8.0 * file_len as f64 / n as f64
+            8.0 * file_len as f64 / n as f64,
+            8.0 * tensors_len as f64 / n as f64
         )?;
     } else {
         writeln!(
@@ -154,6 +162,25 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
         serde_json::to_string_pretty(kdz.metadata()).context("cannot format the metadata")?;
     writeln!(w, "{json}")?;
     Ok(())
+}
+
+/// How the tensors are stored: `f16 (codebooks, composer.out.bias, composer.out.weight)` when
+/// they share a dtype, else each tensor with its own.
+fn tensor_storage(kdz: &Kdz) -> String {
+    let dtypes = kdz.tensor_dtypes();
+    let mut all = dtypes.values();
+    let first = all.next();
+    match first {
+        Some(&d) if all.all(|&x| x == d) => {
+            let names: Vec<&str> = dtypes.keys().map(String::as_str).collect();
+            format!("{d} ({})", names.join(", "))
+        }
+        _ => dtypes
+            .iter()
+            .map(|(name, d)| format!("{name} {d}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 #[cfg(test)]

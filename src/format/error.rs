@@ -257,6 +257,29 @@ pub enum FormatError {
         /// File minor version.
         minor: u16,
     },
+    /// A tensor is stored in a dtype this reader does not know.
+    #[error(
+        "{path}: tensors section at offset {offset}, byte {at} of its content: tensor {name:?} is \
+         stored as dtype {dtype}, which this kdcompress does not know (it reads dtypes 1 (f32) and \
+         2 (f16) of format {MAJOR}.{MINOR}; the file is format {major}.{minor}); a newer \
+         kdcompress is needed"
+    )]
+    UnknownDtype {
+        /// The file.
+        path: PathBuf,
+        /// Tensors section offset.
+        offset: u64,
+        /// Position of the dtype byte within the section.
+        at: u64,
+        /// The tensor's name.
+        name: String,
+        /// The unknown dtype code.
+        dtype: u8,
+        /// File major version.
+        major: u16,
+        /// File minor version.
+        minor: u16,
+    },
     /// A section's codec is unknown or not allowed for its kind.
     #[error("{path}: {kind} section at offset {offset} uses codec {codec}, which {reason}")]
     BadCodec {

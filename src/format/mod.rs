@@ -29,5 +29,5 @@ pub use error::FormatError;
 pub use header::SectionEntry;
 pub use reader::Kdz;
 pub use sections::Model;
-pub use spec::{Codec, SectionKind};
-pub use writer::{to_bytes, write, write_new};
+pub use spec::{Codec, SectionKind, TensorDtype};
+pub use writer::{file_len_as, to_bytes, to_bytes_as, write, write_as, write_new, write_new_as};

@@ -17,7 +17,7 @@ use crate::vocab::Vocab;
 use super::error::FormatError;
 use super::header::{Header, SectionEntry, decode_table};
 use super::sections::{self, Ctx, Model};
-use super::spec::{HEADER_LEN, SectionKind};
+use super::spec::{HEADER_LEN, SectionKind, TensorDtype};
 
 /// The file's bytes: mapped when opened from disk, owned when given in memory.
 enum Bytes {
@@ -65,6 +65,7 @@ pub struct Kdz {
     metadata: Metadata,
     vocab: Vocab,
     composer: Composer,
+    tensor_dtypes: BTreeMap<String, TensorDtype>,
     codes: Range<usize>,
     norms: Option<Vec<f32>>,
 }
@@ -187,7 +188,15 @@ impl Kdz {
             path: &path,
             entry: e,
         };
-        let composer = sections::read_tensors(ctx, &sections::decoded(ctx, stored(&r))?, &model)?;
+        let sections::ReadTensors {
+            composer,
+            dtypes: tensor_dtypes,
+        } = sections::read_tensors(
+            ctx,
+            (header.major, header.minor),
+            &sections::decoded(ctx, stored(&r))?,
+            &model,
+        )?;
 
         let norms = match section(SectionKind::Norms) {
             Some((e, r)) => {
@@ -221,6 +230,7 @@ impl Kdz {
             metadata,
             vocab,
             composer,
+            tensor_dtypes,
             codes,
             norms,
         })
@@ -279,6 +289,11 @@ impl Kdz {
     /// The decoder.
     pub fn composer(&self) -> &Composer {
         &self.composer
+    }
+
+    /// How each tensor is stored in the file, by name; [`Kdz::composer`] holds them all as f32.
+    pub fn tensor_dtypes(&self) -> &BTreeMap<String, TensorDtype> {
+        &self.tensor_dtypes
     }
 
     /// Per-word norms of the source vectors, if the file has them.

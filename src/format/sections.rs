@@ -20,7 +20,7 @@ use crate::vocab::Vocab;
 use super::error::FormatError;
 use super::header::SectionEntry;
 use super::spec::{
-    ALIGN, Codec, DTYPE_F32, MAX_NDIM, MAX_TENSORS, MODEL_LEN, SectionKind, ZSTD_LEVEL, align,
+    ALIGN, Codec, MAX_NDIM, MAX_TENSORS, MODEL_LEN, SectionKind, TensorDtype, ZSTD_LEVEL, align,
 };
 
 /// Where a section sits, for error messages.
@@ -137,7 +137,7 @@ impl Model {
     }
 }
 
-fn kind_code(kind: ComposerKind) -> u32 {
+pub(crate) fn kind_code(kind: ComposerKind) -> u32 {
     match kind {
         ComposerKind::Linear => 0,
         ComposerKind::Mlp => 1,
@@ -481,7 +481,7 @@ fn directory_entry_len(name: &str, ndim: usize) -> u64 {
     2 + name.len() as u64 + 2 + 8 * ndim as u64 + 16
 }
 
-fn tensor_layout(tensors: &BTreeMap<String, Tensor>) -> Option<TensorLayout> {
+fn tensor_layout(tensors: &BTreeMap<String, Tensor>, dtype: TensorDtype) -> Option<TensorLayout> {
     let directory_len = tensors.iter().try_fold(8u64, |acc, (name, t)| {
         acc.checked_add(directory_entry_len(name, t.shape.len()))
     })?;
@@ -490,7 +490,7 @@ fn tensor_layout(tensors: &BTreeMap<String, Tensor>) -> Option<TensorLayout> {
     for t in tensors.values() {
         let start = align(end)?;
         offsets.push(start);
-        end = start.checked_add((t.data.len() as u64).checked_mul(4)?)?;
+        end = start.checked_add((t.data.len() as u64).checked_mul(dtype.size())?)?;
     }
     Some(TensorLayout {
         directory_len,
@@ -499,13 +499,16 @@ fn tensor_layout(tensors: &BTreeMap<String, Tensor>) -> Option<TensorLayout> {
     })
 }
 
-/// Length of the tensors section.
-pub(crate) fn tensors_len(tensors: &BTreeMap<String, Tensor>) -> u64 {
-    tensor_layout(tensors).map_or(u64::MAX, |l| l.len)
+/// Length of the tensors section with every tensor stored as `dtype`.
+pub(crate) fn tensors_len(tensors: &BTreeMap<String, Tensor>, dtype: TensorDtype) -> u64 {
+    tensor_layout(tensors, dtype).map_or(u64::MAX, |l| l.len)
 }
 
-/// Checks that every tensor can be described by a directory entry.
-pub(crate) fn check_tensors_writable(tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
+/// Checks that every tensor can be described by a directory entry and stored as `dtype`.
+pub(crate) fn check_tensors_writable(
+    tensors: &BTreeMap<String, Tensor>,
+    dtype: TensorDtype,
+) -> Result<(), String> {
     if tensors.len() > MAX_TENSORS as usize {
         return Err(format!(
             "{} tensors, at most {MAX_TENSORS} fit",
@@ -523,17 +526,32 @@ pub(crate) fn check_tensors_writable(tensors: &BTreeMap<String, Tensor>) -> Resu
             ));
         }
     }
-    tensor_layout(tensors)
+    // Rounding must never turn a finite weight into an infinity: that file would decode to
+    // infinities and NaNs where the table had numbers.
+    for (name, t) in tensors {
+        if let Some((i, v)) = t
+            .data
+            .iter()
+            .enumerate()
+            .find(|&(_, &v)| v.is_finite() && !dtype.round(v).is_finite())
+        {
+            return Err(format!(
+                "tensor {name:?} holds {v} at index {i}, beyond the {dtype} range; store it as f32"
+            ));
+        }
+    }
+    tensor_layout(tensors, dtype)
         .map(|_| ())
         .ok_or_else(|| "tensors too large to lay out".to_string())
 }
 
-/// Writes the directory, then each tensor's f32 data at its aligned offset.
+/// Writes the directory, then each tensor's data as `dtype` at its aligned offset.
 pub(crate) fn write_tensors<W: Write>(
     w: &mut W,
     tensors: &BTreeMap<String, Tensor>,
+    dtype: TensorDtype,
 ) -> io::Result<u64> {
-    let layout = tensor_layout(tensors)
+    let layout = tensor_layout(tensors, dtype)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "tensors too large"))?;
     let mut dir = Vec::with_capacity(layout.directory_len as usize);
     dir.write_u32::<LE>(tensors.len() as u32)?;
@@ -541,25 +559,52 @@ pub(crate) fn write_tensors<W: Write>(
     for ((name, t), &offset) in tensors.iter().zip(&layout.offsets) {
         dir.write_u16::<LE>(name.len() as u16)?;
         dir.write_all(name.as_bytes())?;
-        dir.write_u8(DTYPE_F32)?;
+        dir.write_u8(dtype.code())?;
         dir.write_u8(t.shape.len() as u8)?;
         for &s in &t.shape {
             dir.write_u64::<LE>(s as u64)?;
         }
         dir.write_u64::<LE>(offset)?;
-        dir.write_u64::<LE>(t.data.len() as u64 * 4)?;
+        dir.write_u64::<LE>(t.data.len() as u64 * dtype.size())?;
     }
     w.write_all(&dir)?;
     let mut pos = dir.len() as u64;
     let mut bytes = Vec::new();
     for (t, &offset) in tensors.values().zip(&layout.offsets) {
         write_zeros(w, offset - pos)?;
-        bytes.resize(t.data.len() * 4, 0);
-        LE::write_f32_into(&t.data, &mut bytes);
+        encode_values(&t.data, dtype, &mut bytes);
         w.write_all(&bytes)?;
         pos = offset + bytes.len() as u64;
     }
     Ok(pos)
+}
+
+/// `values` as `dtype` stores them, little-endian, into `out` (resized to fit).
+fn encode_values(values: &[f32], dtype: TensorDtype, out: &mut Vec<u8>) {
+    out.resize(values.len() * dtype.size() as usize, 0);
+    match dtype {
+        TensorDtype::F32 => LE::write_f32_into(values, out),
+        TensorDtype::F16 => {
+            for (o, &v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The values of `raw`, stored as `dtype`, widened to f32 (exactly: every f16 is an f32).
+fn decode_values(raw: &[u8], dtype: TensorDtype) -> Vec<f32> {
+    match dtype {
+        TensorDtype::F32 => {
+            let mut data = vec![0f32; raw.len() / 4];
+            LE::read_f32_into(raw, &mut data);
+            data
+        }
+        TensorDtype::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+    }
 }
 
 /// A forward-only reader over a section's bytes that reports where it failed.
@@ -588,8 +633,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses the directory and data, and builds the composer the model describes.
-pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer, FormatError> {
+/// The composer read from a tensors section, with the dtype each tensor was stored as.
+pub(crate) struct ReadTensors {
+    pub composer: Composer,
+    pub dtypes: BTreeMap<String, TensorDtype>,
+}
+
+/// Parses the directory and data, and builds the composer the model describes. `version` is the
+/// file's `(major, minor)`, named when a tensor's dtype needs a newer reader.
+pub(crate) fn read_tensors(
+    ctx: Ctx<'_>,
+    version: (u16, u16),
+    b: &[u8],
+    m: &Model,
+) -> Result<ReadTensors, FormatError> {
     let mut c = Cursor { b, pos: 0 };
     let short = |c: &Cursor<'_>| ctx.malformed(c.pos as u64, "the tensor directory ends early");
     let count = c.u32().ok_or_else(|| short(&c))?;
@@ -599,6 +656,7 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
     }
     struct Dir<'n> {
         name: &'n str,
+        dtype: TensorDtype,
         shape: Vec<usize>,
         offset: u64,
         len: u64,
@@ -620,13 +678,18 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
         if dir.iter().any(|d| d.name == name) {
             return Err(ctx.malformed(at, format!("tensor {name:?} is listed twice")));
         }
-        let dtype = c.u8().ok_or_else(|| short(&c))?;
-        if dtype != DTYPE_F32 {
-            return Err(ctx.malformed(
-                c.pos as u64 - 1,
-                format!("tensor {name:?} has unknown dtype {dtype}"),
-            ));
-        }
+        let code = c.u8().ok_or_else(|| short(&c))?;
+        // Widening a dtype this reader does not know would give wrong numbers; a later minor
+        // version may add one, so say that a newer reader is what is missing.
+        let dtype = TensorDtype::from_code(code).ok_or_else(|| FormatError::UnknownDtype {
+            path: ctx.path.to_owned(),
+            offset: ctx.entry.offset,
+            at: c.pos as u64 - 1,
+            name: name.to_owned(),
+            dtype: code,
+            major: version.0,
+            minor: version.1,
+        })?;
         let ndim = c.u8().ok_or_else(|| short(&c))?;
         if ndim == 0 || ndim > MAX_NDIM {
             return Err(ctx.malformed(
@@ -646,6 +709,7 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
         let len = c.u64().ok_or_else(|| short(&c))?;
         dir.push(Dir {
             name,
+            dtype,
             shape,
             offset,
             len,
@@ -655,6 +719,7 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
     // Data must follow the directory exactly as the writer lays it out.
     let mut end = c.pos as u64;
     let mut tensors = BTreeMap::new();
+    let mut dtypes = BTreeMap::new();
     for d in &dir {
         let expected_offset = align(end).unwrap_or(u64::MAX);
         if d.offset != expected_offset {
@@ -664,13 +729,13 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
             )));
         }
         let floats = d.shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
-        let expected_len = floats.and_then(|f| (f as u64).checked_mul(4));
+        let expected_len = floats.and_then(|f| (f as u64).checked_mul(d.dtype.size()));
         if expected_len != Some(d.len) {
             return Err(ctx.malformed(
                 d.at,
                 format!(
-                    "tensor {:?} of shape {:?} declares {} bytes of data",
-                    d.name, d.shape, d.len
+                    "tensor {:?} of shape {:?} and dtype {} declares {} bytes of data",
+                    d.name, d.shape, d.dtype, d.len
                 ),
             ));
         }
@@ -688,13 +753,12 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
         if let Some(i) = b[end as usize..start].iter().position(|&x| x != 0) {
             return Err(ctx.malformed(end + i as u64, "padding before tensor data is not zero"));
         }
-        let raw = &b[start..stop];
-        let mut data = vec![0f32; raw.len() / 4];
-        LE::read_f32_into(raw, &mut data);
+        let data = decode_values(&b[start..stop], d.dtype);
         // Shape and data length agree by the check above.
         let t = Tensor::new(d.shape.clone(), data)
             .ok_or_else(|| ctx.malformed(d.at, "tensor shape disagrees with its data"))?;
         tensors.insert(d.name.to_owned(), t);
+        dtypes.insert(d.name.to_owned(), d.dtype);
         end = data_end;
     }
     if end != b.len() as u64 {
@@ -703,11 +767,12 @@ pub(crate) fn read_tensors(ctx: Ctx<'_>, b: &[u8], m: &Model) -> Result<Composer
             format!("{} bytes follow the last tensor", b.len() as u64 - end),
         ));
     }
-    Composer::new(m.config, tensors).map_err(|source| FormatError::Composer {
+    let composer = Composer::new(m.config, tensors).map_err(|source| FormatError::Composer {
         path: ctx.path.to_owned(),
         offset: ctx.entry.offset,
         source,
-    })
+    })?;
+    Ok(ReadTensors { composer, dtypes })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -856,19 +921,68 @@ mod tests {
 
     #[test]
     fn tensors_length_and_round_trip() {
+        // Every value of `tensors()` is a multiple of 0.5 below 16, exact in f16 too.
+        for dtype in TensorDtype::ALL {
+            let mut buf = Vec::new();
+            let n = write_tensors(&mut buf, &tensors(), dtype).unwrap();
+            assert_eq!(n, tensors_len(&tensors(), dtype));
+            assert_eq!(buf.len() as u64, n);
+            let layout = tensor_layout(&tensors(), dtype).unwrap();
+            assert!(layout.offsets.iter().all(|o| o % ALIGN == 0));
+            let e = entry(SectionKind::Tensors);
+            let ctx = Ctx {
+                path: Path::new("t.kdz"),
+                entry: &e,
+            };
+            let read = read_tensors(ctx, (1, 2), &buf, &model()).unwrap();
+            assert_eq!(read.composer.tensors(), &tensors());
+            assert!(read.dtypes.values().all(|&d| d == dtype));
+            assert_eq!(read.dtypes.len(), tensors().len());
+        }
+    }
+
+    #[test]
+    fn f16_tensors_round_to_nearest_and_take_half_the_bytes() {
+        let values = vec![0.1f32, -3.0e-5, 1.0 + 1.0 / 1024.0, 65504.0, 1.0e-8, -0.0];
+        let one: BTreeMap<String, Tensor> = [(
+            "t".to_string(),
+            Tensor::new(vec![6], values.clone()).unwrap(),
+        )]
+        .into();
         let mut buf = Vec::new();
-        let n = write_tensors(&mut buf, &tensors()).unwrap();
-        assert_eq!(n, tensors_len(&tensors()));
-        assert_eq!(buf.len() as u64, n);
-        let layout = tensor_layout(&tensors()).unwrap();
-        assert!(layout.offsets.iter().all(|o| o % ALIGN == 0));
-        let e = entry(SectionKind::Tensors);
-        let ctx = Ctx {
-            path: Path::new("t.kdz"),
-            entry: &e,
+        write_tensors(&mut buf, &one, TensorDtype::F16).unwrap();
+        let (dir_end, data_len) = (64, 12);
+        assert_eq!(buf.len(), dir_end + data_len);
+        // name length 1, "t", dtype 2, ndim 1, shape 6, offset 64, 12 bytes.
+        assert_eq!(&buf[8..13], &[1, 0, b't', 2, 1]);
+        assert_eq!(LE::read_u64(&buf[29..37]), 12);
+        let back = decode_values(&buf[dir_end..], TensorDtype::F16);
+        for (v, b) in values.iter().zip(&back) {
+            assert_eq!(*b, half::f16::from_f32(*v).to_f32());
+            assert!((v - b).abs() <= v.abs() / 2048.0 + 6.0e-8, "{v} -> {b}");
+        }
+        assert_eq!(back[2], 1.0 + 1.0 / 1024.0, "exact in f16");
+        assert!(back[5].is_sign_negative());
+    }
+
+    #[test]
+    fn f16_refuses_finite_values_beyond_its_range() {
+        let t = |v: f32| -> BTreeMap<String, Tensor> {
+            [(
+                "composer.out.weight".to_string(),
+                Tensor::new(vec![3], vec![0.5, v, 1.0]).unwrap(),
+            )]
+            .into()
         };
-        let composer = read_tensors(ctx, &buf, &model()).unwrap();
-        assert_eq!(composer.tensors(), &tensors());
+        let err = check_tensors_writable(&t(1.0e5), TensorDtype::F16).unwrap_err();
+        assert!(
+            err.contains("\"composer.out.weight\" holds 100000 at index 1, beyond the f16 range"),
+            "{err}"
+        );
+        check_tensors_writable(&t(1.0e5), TensorDtype::F32).unwrap();
+        check_tensors_writable(&t(65504.0), TensorDtype::F16).unwrap();
+        // Not made infinite by rounding: stored as it is, as f32 would store it.
+        check_tensors_writable(&t(f32::INFINITY), TensorDtype::F16).unwrap();
     }
 
     #[test]
@@ -879,7 +993,7 @@ mod tests {
         )]
         .into();
         let mut buf = Vec::new();
-        write_tensors(&mut buf, &one).unwrap();
+        write_tensors(&mut buf, &one, TensorDtype::F32).unwrap();
         let mut expected = vec![1, 0, 0, 0, 0, 0, 0, 0, 2, 0, b'a', b'b', 1, 1];
         expected.extend_from_slice(&2u64.to_le_bytes());
         expected.extend_from_slice(&64u64.to_le_bytes());

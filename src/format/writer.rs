@@ -5,12 +5,13 @@ use std::path::Path;
 
 use crate::atomic_file::{Failure, write_atomically};
 use crate::codes::MAX_D;
+use crate::composer::ComposerKind;
 use crate::compressed::Compressed;
 
 use super::error::FormatError;
 use super::header::{Header, SectionEntry, first_section_offset, padding_after};
 use super::sections::{self, Model};
-use super::spec::{Codec, FLAG_REQUIRED, MAJOR, MINOR, MODEL_LEN, SectionKind};
+use super::spec::{Codec, FLAG_REQUIRED, MAJOR, MODEL_LEN, SectionKind, TensorDtype};
 
 /// A section's content, kept as a reference where it is large so it can be streamed twice
 /// (once for its checksum, once into the file) instead of copied.
@@ -18,7 +19,10 @@ enum Body<'a> {
     Bytes(Vec<u8>),
     Model(Model),
     Codes(&'a crate::codes::Codes),
-    Tensors(&'a std::collections::BTreeMap<String, crate::composer::Tensor>),
+    Tensors(
+        &'a std::collections::BTreeMap<String, crate::composer::Tensor>,
+        TensorDtype,
+    ),
     Norms(&'a [f32]),
 }
 
@@ -29,7 +33,7 @@ impl Body<'_> {
             Body::Bytes(b) => b.len() as u64,
             Body::Model(_) => MODEL_LEN as u64,
             Body::Codes(c) => sections::codes_len(c),
-            Body::Tensors(t) => sections::tensors_len(t),
+            Body::Tensors(t, dtype) => sections::tensors_len(t, *dtype),
             Body::Norms(n) => sections::norms_len(n),
         }
     }
@@ -39,7 +43,7 @@ impl Body<'_> {
             Body::Bytes(b) => w.write_all(b).map(|()| b.len() as u64),
             Body::Model(m) => sections::write_model(w, m),
             Body::Codes(c) => sections::write_codes(w, c),
-            Body::Tensors(t) => sections::write_tensors(w, t),
+            Body::Tensors(t, dtype) => sections::write_tensors(w, t, *dtype),
             Body::Norms(n) => sections::write_norms(w, n),
         }
     }
@@ -69,8 +73,12 @@ struct Planned<'a> {
     body: Body<'a>,
 }
 
-/// Checks `c` can be written and lays out every section.
-fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatError> {
+/// Checks `c` can be written with its tensors stored as `dtype` and lays out every section.
+fn plan<'a>(
+    path: &Path,
+    c: &'a Compressed,
+    dtype: TensorDtype,
+) -> Result<Vec<Planned<'a>>, FormatError> {
     let unwritable = |reason: String| FormatError::Unwritable {
         path: path.to_owned(),
         reason,
@@ -119,7 +127,7 @@ fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatEr
     {
         return Err(unwritable(format!("{} norms for {n} words", norms.len())));
     }
-    sections::check_tensors_writable(c.composer.tensors()).map_err(unwritable)?;
+    sections::check_tensors_writable(c.composer.tensors(), dtype).map_err(unwritable)?;
     let metadata = sections::metadata_bytes(&c.metadata).map_err(unwritable)?;
     let io_err = |source| FormatError::Io {
         path: path.to_owned(),
@@ -151,7 +159,7 @@ fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatEr
             SectionKind::Tensors,
             Codec::Raw,
             None,
-            Body::Tensors(c.composer.tensors()),
+            Body::Tensors(c.composer.tensors(), dtype),
         ),
     ];
     if let Some(norms) = &c.norms {
@@ -191,8 +199,28 @@ fn plan<'a>(path: &Path, c: &'a Compressed) -> Result<Vec<Planned<'a>>, FormatEr
     Ok(planned)
 }
 
+/// Composer kinds a 1.1 reader knows: codes 0 (`linear`) to 4 (`split`).
+const LAST_KIND_OF_1_1: u32 = 4;
+
+/// The lowest minor version whose readers know everything a file uses: its composer kind (1.1
+/// up to `split`, 1.2 after) and its tensors' dtype. 1.1 is also what this writer stamps on
+/// every file without newer content, so such files stay what earlier versions wrote.
+fn file_minor(kind: ComposerKind, dtype: TensorDtype) -> u16 {
+    let kind_minor = if sections::kind_code(kind) <= LAST_KIND_OF_1_1 {
+        1
+    } else {
+        2
+    };
+    kind_minor.max(dtype.minor())
+}
+
 /// Writes the planned sections after the header and table.
-fn emit<W: Write>(path: &Path, planned: &[Planned<'_>], w: &mut W) -> Result<u64, FormatError> {
+fn emit<W: Write>(
+    path: &Path,
+    planned: &[Planned<'_>],
+    minor: u16,
+    w: &mut W,
+) -> Result<u64, FormatError> {
     let io_err = |source| FormatError::Io {
         path: path.to_owned(),
         action: "write",
@@ -203,7 +231,7 @@ fn emit<W: Write>(path: &Path, planned: &[Planned<'_>], w: &mut W) -> Result<u64
     let file_len = last.map_or(0, |e| e.offset + e.stored_len);
     let header = Header {
         major: MAJOR,
-        minor: MINOR,
+        minor,
         section_count: planned.len() as u32,
         file_len,
         table_crc: crc32fast::hash(&table),
@@ -244,13 +272,33 @@ fn length_bug(path: &Path, kind: SectionKind, written: u64, declared: u64) -> Fo
     }
 }
 
-/// The bytes of `c` as a `.kdz` file.
+/// The bytes of `c` as a `.kdz` file, tensors stored as f32.
 pub fn to_bytes(c: &Compressed) -> Result<Vec<u8>, FormatError> {
+    to_bytes_as(c, TensorDtype::F32)
+}
+
+/// The bytes of `c` as a `.kdz` file with every tensor stored as `dtype`. A file holding f16
+/// tensors is format 1.2; with f32 tensors it is byte for byte what [`to_bytes`] gives.
+pub fn to_bytes_as(c: &Compressed, dtype: TensorDtype) -> Result<Vec<u8>, FormatError> {
     let path = Path::new("<memory>");
-    let planned = plan(path, c)?;
+    let planned = plan(path, c, dtype)?;
     let mut out = Vec::new();
-    emit(path, &planned, &mut out)?;
+    emit(
+        path,
+        &planned,
+        file_minor(c.composer.config().kind, dtype),
+        &mut out,
+    )?;
     Ok(out)
+}
+
+/// The length [`to_bytes_as`] would give, computed without holding the file: every section is
+/// laid out (the vocabulary compressed) but nothing is kept.
+pub fn file_len_as(c: &Compressed, dtype: TensorDtype) -> Result<u64, FormatError> {
+    let planned = plan(Path::new("<memory>"), c, dtype)?;
+    Ok(planned
+        .last()
+        .map_or(0, |p| p.entry.offset + p.entry.stored_len))
 }
 
 /// Writes `c` to `path` as a `.kdz`.
@@ -259,28 +307,55 @@ pub fn to_bytes(c: &Compressed) -> Result<Vec<u8>, FormatError> {
 /// renamed over `path`, so a crash leaves either the old file or the complete new one, never a
 /// partial `.kdz`. An existing file at `path` is replaced; [`write_new`] refuses to.
 pub fn write(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> {
-    write_with(path.as_ref(), c, true)
+    write_with(path.as_ref(), c, TensorDtype::F32, true)
 }
 
 /// Writes `c` to `path` as [`write`] does, but fails with [`FormatError::Exists`] when `path`
 /// exists, also when it appeared while the file was being written.
 pub fn write_new(path: impl AsRef<Path>, c: &Compressed) -> Result<(), FormatError> {
-    write_with(path.as_ref(), c, false)
+    write_with(path.as_ref(), c, TensorDtype::F32, false)
 }
 
-fn write_with(path: &Path, c: &Compressed, overwrite: bool) -> Result<(), FormatError> {
-    let planned = plan(path, c)?;
-    write_atomically(path, overwrite, |w| emit(path, &planned, w).map(drop)).map_err(|failure| {
-        match failure {
-            Failure::Exists => FormatError::Exists {
-                path: path.to_owned(),
-            },
-            Failure::Io { action, source } => FormatError::Io {
-                path: path.to_owned(),
-                action,
-                source,
-            },
-            Failure::Fill(e) => e,
-        }
+/// Writes `c` as [`write`] does, with every tensor stored as `dtype`. Storing f16 fails with
+/// [`FormatError::Unwritable`], before anything is written, if a finite weight lies beyond the
+/// f16 range.
+pub fn write_as(
+    path: impl AsRef<Path>,
+    c: &Compressed,
+    dtype: TensorDtype,
+) -> Result<(), FormatError> {
+    write_with(path.as_ref(), c, dtype, true)
+}
+
+/// Writes `c` as [`write_new`] does, with every tensor stored as `dtype`.
+pub fn write_new_as(
+    path: impl AsRef<Path>,
+    c: &Compressed,
+    dtype: TensorDtype,
+) -> Result<(), FormatError> {
+    write_with(path.as_ref(), c, dtype, false)
+}
+
+fn write_with(
+    path: &Path,
+    c: &Compressed,
+    dtype: TensorDtype,
+    overwrite: bool,
+) -> Result<(), FormatError> {
+    let planned = plan(path, c, dtype)?;
+    let minor = file_minor(c.composer.config().kind, dtype);
+    write_atomically(path, overwrite, |w| {
+        emit(path, &planned, minor, w).map(drop)
+    })
+    .map_err(|failure| match failure {
+        Failure::Exists => FormatError::Exists {
+            path: path.to_owned(),
+        },
+        Failure::Io { action, source } => FormatError::Io {
+            path: path.to_owned(),
+            action,
+            source,
+        },
+        Failure::Fill(e) => e,
     })
 }
