@@ -229,7 +229,7 @@ pub(super) fn stage_conditioned(
                 .sum(Kind::Int64)
                 .int64_value(&[])
         });
-        let _ = codes.shallow_clone().copy_(&new_codes);
+        codes.shallow_clone().copy_(&new_codes);
         let all = set.mse_of(&codes, None, &decoder);
         out.progress.message(&format!(
             "conditioned round {round}: every word searched (beam {beam}, {candidates} \
