@@ -36,6 +36,10 @@ pub(crate) trait Learner {
     fn judged_by(&self) -> Criterion {
         Criterion::HeldOut
     }
+    /// The held-out words' error, for learners judged over all words.
+    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
+        self.val_mse(set)
+    }
 }
 
 /// How the learning rate moves over the epochs.
@@ -143,8 +147,16 @@ pub(crate) fn fit(
         out.progress.epoch(&EpochRecord {
             stage: stage.into(),
             epoch: epoch + 1,
-            train_loss: last_loss,
-            val_mse: v,
+            // A learner judged over all words reports that error where search rounds do, and
+            // the held-out error beside it (see `Criterion`).
+            train_loss: match learner.judged_by() {
+                Criterion::HeldOut => last_loss,
+                Criterion::AllWords => Some(v),
+            },
+            val_mse: match learner.judged_by() {
+                Criterion::HeldOut => v,
+                Criterion::AllWords => learner.held_out_mse(set),
+            },
             best: improved,
             judged_by: learner.judged_by(),
             tau: learner.uses_tau().then_some(tau),

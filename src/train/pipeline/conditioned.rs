@@ -131,6 +131,10 @@ impl Learner for SearchedCodes<'_> {
         false
     }
 
+    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
+        set.val_mse(self.codes, &Decoder::Net(self.net.shallow_clone()))
+    }
+
     fn judged_by(&self) -> Criterion {
         Criterion::AllWords
     }

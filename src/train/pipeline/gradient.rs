@@ -170,6 +170,10 @@ impl Learner for FixedCodes<'_> {
         self.encoder.is_some()
     }
 
+    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
+        set.val_mse(self.codes, &Decoder::Net(self.net.shallow_clone()))
+    }
+
     fn judged_by(&self) -> Criterion {
         if self.judge_all_words {
             Criterion::AllWords
