@@ -1,7 +1,9 @@
 //! Decode speed of a `.kdz`: a synthetic N = 400,000, d = 50, K = 32, D = 32 table with random
 //! codes and weights, written to a temporary file and opened from its memory map, for each
-//! composer kind. Prints `decode_all` throughput in words/s and the latency of one random
-//! word's `embedding()` in µs.
+//! composer kind; then `conditioned` at the sizes it is trained at (K = 256; d = 50, D = 20 with
+//! h = 64 and 32; d = 768, D = 32, h = 64). Prints the throughput of decoding every word in
+//! words/s, through the reader (`decode_all`) and through `Composer::decode_batch` (what export
+//! and the trainer call), and the latency of one random word's `embedding()` in µs.
 //!
 //! `cargo bench --no-default-features --bench decode`; set `DECODE_BENCH_KINDS=linear,mlp` to run
 //! only some kinds (lstm alone takes minutes on two busy cores).
@@ -10,6 +12,7 @@
 mod format_support;
 
 use std::hint::black_box;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use format_support::{Rng, Shape, random};
@@ -49,20 +52,26 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Option<f64>) {
     (wall, cpu)
 }
 
+/// One synthetic table: its sizes, and how many decodes and lookups to time.
+struct Case {
+    shape: Shape,
+    runs: usize,
+    lookups: usize,
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     println!(
-        "synthetic table: N = {N}, d = {DIM}, K = {K}, D = {D}; {} rayon threads",
+        "synthetic tables; {} rayon threads",
         rayon::current_num_threads()
     );
     let only = std::env::var("DECODE_BENCH_KINDS").ok();
-    for kind in ComposerKind::ALL {
-        if only
-            .as_deref()
-            .is_some_and(|list| !list.split(',').any(|k| k.trim() == kind.name()))
-        {
-            continue;
-        }
+    let wanted = |kind: ComposerKind| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|k| k.trim() == kind.name()))
+    };
+    println!("every kind at N = {N}, d = {DIM}, K = {K}, D = {D}, h = 32:");
+    for kind in ComposerKind::ALL.into_iter().filter(|&k| wanted(k)) {
         // Concat and split divide d among the D code vectors (product quantization, split with
         // balanced widths); the others map a d-wide code vector sum through the composer.
         let code_dim = if kind.is_assembled() {
@@ -70,64 +79,111 @@ fn main() {
         } else {
             DIM
         };
-        let shape = Shape {
-            kind,
-            n: N,
-            k: K,
-            d_codebooks: D,
-            code_dim,
-            hidden: 32,
-            out_dim: DIM,
-            norms: false,
-        };
-        let c = random(42, shape);
-        let path = dir.path().join(format!("{}.kdz", kind.name()));
-        let t = Instant::now();
-        format::write(&path, &c).expect("write the table");
-        let write = t.elapsed();
-        drop(c);
-        let t = Instant::now();
-        let kdz = Kdz::open(&path).expect("open the table");
-        let open = t.elapsed();
-
-        let runs = if kind == ComposerKind::Lstm { 1 } else { 3 };
-        let mut out = vec![0f32; N * DIM];
-        let (all, all_cpu) = best(runs, || kdz.decode_into(&mut out).expect("buffer fits"));
-        let words_per_s = N as f64 / all.as_secs_f64();
-        let words_per_cpu_s = all_cpu.map_or(f64::NAN, |c| N as f64 / c);
-
-        let mut rng = Rng::new(7);
-        let words: Vec<&str> = (0..LOOKUPS)
-            .map(|_| kdz.vocab().word(rng.below(N as u64) as usize).unwrap_or(""))
-            .collect();
-        let lookups = if kind == ComposerKind::Lstm {
-            LOOKUPS / 20
-        } else {
-            LOOKUPS
-        };
-        let (one, one_cpu) = best(3, || {
-            for w in &words[..lookups] {
-                black_box(kdz.embedding(black_box(w)));
-            }
-        });
-        let us = one.as_secs_f64() * 1e6 / lookups as f64;
-        let us_cpu = one_cpu.map_or(f64::NAN, |c| c * 1e6 / lookups as f64);
-
-        println!(
-            "{:<7} d'={code_dim} h={}: file {} bytes, write {:.2} s, open {:.1} ms",
-            kind.name(),
-            shape.hidden,
-            kdz.file_len(),
-            write.as_secs_f64(),
-            open.as_secs_f64() * 1e3,
-        );
-        println!(
-            "        decode_all  {words_per_s:>10.0} words/s wall ({:.1} ms)   \
-             {words_per_cpu_s:>10.0} words per CPU-second",
-            all.as_secs_f64() * 1e3,
-        );
-        println!(
-            "        embedding() {us:>10.2} µs/word wall             {us_cpu:>10.2} µs/word CPU time"
+        let slow = kind == ComposerKind::Lstm;
+        run(
+            dir.path(),
+            Case {
+                shape: Shape {
+                    kind,
+                    n: N,
+                    k: K,
+                    d_codebooks: D,
+                    code_dim,
+                    hidden: 32,
+                    out_dim: DIM,
+                    norms: false,
+                },
+                runs: if slow { 1 } else { 3 },
+                lookups: if slow { LOOKUPS / 20 } else { LOOKUPS },
+            },
         );
     }
+    if wanted(ComposerKind::Conditioned) {
+        // The sizes the conditioned composer is trained at: GloVe's d = 50 at 160 bits, and a
+        // 768-d sentence-encoder table at 256 bits (fewer words: its output alone is 3 KiB each).
+        println!("conditioned at the sizes it is trained at:");
+        for (n, d, dd, h) in [(N, DIM, 20, 64), (N, DIM, 20, 32), (50_000, 768, 32, 64)] {
+            run(
+                dir.path(),
+                Case {
+                    shape: Shape {
+                        kind: ComposerKind::Conditioned,
+                        n,
+                        k: 256,
+                        d_codebooks: dd,
+                        code_dim: d,
+                        hidden: h,
+                        out_dim: d,
+                        norms: false,
+                    },
+                    runs: 3,
+                    lookups: LOOKUPS / 4,
+                },
+            );
+        }
+    }
+}
+
+/// Writes the table, opens it from its memory map, and prints the speed of decoding every word
+/// (through the reader, and through `Composer::decode_batch` as export and the trainer do) and
+/// of looking up one word.
+fn run(dir: &Path, case: Case) {
+    let shape = case.shape;
+    let (n, d) = (shape.n, shape.out_dim);
+    let c = random(42, shape);
+    let codes = c.codes.as_slice().to_vec();
+    let path = dir.join(format!("{}-{d}-{}.kdz", shape.kind.name(), shape.hidden));
+    let t = Instant::now();
+    format::write(&path, &c).expect("write the table");
+    let write = t.elapsed();
+    drop(c);
+    let t = Instant::now();
+    let kdz = Kdz::open(&path).expect("open the table");
+    let open = t.elapsed();
+
+    let mut out = vec![0f32; n * d];
+    let (all, all_cpu) = best(case.runs, || {
+        kdz.decode_into(&mut out).expect("buffer fits")
+    });
+    let (batch, batch_cpu) = best(case.runs, || kdz.composer().decode_batch(&codes, &mut out));
+    drop(out);
+
+    let mut rng = Rng::new(7);
+    let words: Vec<&str> = (0..case.lookups)
+        .map(|_| kdz.vocab().word(rng.below(n as u64) as usize).unwrap_or(""))
+        .collect();
+    let (one, one_cpu) = best(3, || {
+        for w in &words {
+            black_box(kdz.embedding(black_box(w)));
+        }
+    });
+    let us = one.as_secs_f64() * 1e6 / case.lookups as f64;
+    let us_cpu = one_cpu.map_or(f64::NAN, |c| c * 1e6 / case.lookups as f64);
+
+    println!(
+        "{:<11} N={n} d={d} K={} D={} d'={} h={}: file {} bytes, write {:.2} s, open {:.1} ms",
+        shape.kind.name(),
+        shape.k,
+        shape.d_codebooks,
+        shape.code_dim,
+        shape.hidden,
+        kdz.file_len(),
+        write.as_secs_f64(),
+        open.as_secs_f64() * 1e3,
+    );
+    for (name, wall, cpu) in [
+        ("decode_all  ", all, all_cpu),
+        ("decode_batch", batch, batch_cpu),
+    ] {
+        let words_per_s = n as f64 / wall.as_secs_f64();
+        let words_per_cpu_s = cpu.map_or(f64::NAN, |c| n as f64 / c);
+        println!(
+            "        {name} {words_per_s:>10.0} words/s wall ({:.1} ms)   \
+             {words_per_cpu_s:>10.0} words per CPU-second",
+            wall.as_secs_f64() * 1e3,
+        );
+    }
+    println!(
+        "        embedding()  {us:>10.2} µs/word wall             {us_cpu:>10.2} µs/word CPU time"
+    );
 }

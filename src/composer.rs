@@ -30,7 +30,8 @@
 //! it is exactly the additive sum `Σ_i e_i`. Readers need not work in d dimensions: with
 //! `u_i = W_s x̂_i`, `z_i = relu(A[i, c_i] + u_i)` and `u_{i+1} = u_i + B[i, c_i] + P z_i`, where
 //! `A[i, k] = W_c codebooks[i, k] + t_i`, `B[i, k] = W_s codebooks[i, k]` and `P = W_s W_o`, the
-//! output is `Σ_i e_i + W_o Σ_i z_i`: a decode costs D·h² multiply-adds plus one `[d, h]` product.
+//! output is `Σ_i e_i + W_o Σ_i z_i`: a decode costs at most (D−1)·h² multiply-adds (only the
+//! units relu leaves active add `P z_i`) plus one `[d, h]` product.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -211,6 +212,8 @@ pub struct Composer {
     tensors: BTreeMap<String, Tensor>,
     /// For linear and mlp: `W_out e + b_out/D` per (i, k), `[D*K, d]`, so a linear decode is D adds.
     /// For lstm: `W_ih e + b_ih + b_hh` per (i, k), `[D*K, 4h]`.
+    /// For conditioned: `A` and `B` of the module docs, `[D*K, h]` each, then `Pᵀ` `[h, h]` and
+    /// `W_oᵀ` `[h, d]`.
     table: Option<Vec<f32>>,
 }
 
@@ -396,10 +399,16 @@ impl Composer {
                 Some(table)
             }
             ComposerKind::Conditioned => {
-                // A = W_c e + t_i, then B = W_s e, then P = W_s W_o: see the module docs.
+                // A = W_c e + t_i, then B = W_s e, then P = W_s W_o (see the module docs), then
+                // W_o. P and W_o are stored transposed: row j is what unit j adds, so a decode
+                // adds whole rows and skips the units relu silenced.
                 let h = c.hidden;
                 let d = c.out_dim;
-                if rows.checked_mul(2 * h)?.checked_add(h * h)? > TABLE_LIMIT {
+                let len = rows
+                    .checked_mul(2 * h)?
+                    .checked_add(h.checked_mul(h)?)?
+                    .checked_add(h.checked_mul(d)?)?;
+                if len > TABLE_LIMIT {
                     return None;
                 }
                 let (wc, ws, t) = (
@@ -407,9 +416,10 @@ impl Composer {
                     self.t(COND_SUM_WEIGHT),
                     self.t(COND_STEP),
                 );
-                let mut table = vec![0f32; 2 * rows * h + h * h];
-                let (ab, p) = table.split_at_mut(2 * rows * h);
+                let mut table = vec![0f32; len];
+                let (ab, rest) = table.split_at_mut(2 * rows * h);
                 let (a, b) = ab.split_at_mut(rows * h);
+                let (p, wo_t) = rest.split_at_mut(h * h);
                 let k = c.num_codes;
                 a.par_chunks_mut(h).enumerate().for_each(|(r, out)| {
                     matvec(wc, &cb[r * e..(r + 1) * e], out);
@@ -419,9 +429,14 @@ impl Composer {
                     matvec(ws, &cb[r * e..(r + 1) * e], out);
                 });
                 let wo = self.t(COND_OUT_WEIGHT);
-                for (i, row) in p.chunks_exact_mut(h).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
+                for (j, row) in p.chunks_exact_mut(h).enumerate() {
+                    for (i, v) in row.iter_mut().enumerate() {
                         *v = (0..d).map(|l| ws[i * d + l] * wo[l * h + j]).sum();
+                    }
+                }
+                for (j, row) in wo_t.chunks_exact_mut(d).enumerate() {
+                    for (l, v) in row.iter_mut().enumerate() {
+                        *v = wo[l * h + j];
                     }
                 }
                 Some(table)
@@ -553,14 +568,14 @@ impl Composer {
         let c = &self.config;
         let (dd, k, h, d) = (c.num_codebooks, c.num_codes, c.hidden, c.out_dim);
         let cb = self.t(CODEBOOKS);
-        let wo = self.t(COND_OUT_WEIGHT);
         let (z, rest) = scratch.split_at_mut(h);
         let (zsum, rest) = rest.split_at_mut(h);
         match &self.table {
             Some(table) => {
                 let rows = dd * k;
                 let (a, rest_t) = table.split_at(rows * h);
-                let (b, p) = rest_t.split_at(rows * h);
+                let (b, rest_t) = rest_t.split_at(rows * h);
+                let (p_t, wo_t) = rest_t.split_at(h * h);
                 let (u, _) = rest.split_at_mut(h);
                 u.fill(0.0);
                 zsum.fill(0.0);
@@ -570,17 +585,21 @@ impl Composer {
                         *zj = (aj + uj).max(0.0);
                     }
                     add(zsum, z);
-                    add(u, &b[r..r + h]);
-                    matvec_add(p, z, u);
+                    // u only feeds the next step's z.
+                    if i + 1 < dd {
+                        add(u, &b[r..r + h]);
+                        add_active_rows(p_t, z, u);
+                    }
                 }
                 gather_sum(cb, codes, k, out);
-                matvec_add(wo, zsum, out);
+                add_active_rows(wo_t, zsum, out);
             }
             None => {
-                let (wc, ws, t) = (
+                let (wc, ws, t, wo) = (
                     self.t(COND_CODE_WEIGHT),
                     self.t(COND_SUM_WEIGHT),
                     self.t(COND_STEP),
+                    self.t(COND_OUT_WEIGHT),
                 );
                 let (sum, _) = rest.split_at_mut(d);
                 sum.fill(0.0);
@@ -684,6 +703,68 @@ fn gather_sum(table: &[f32], codes: &[u16], k: usize, out: &mut [f32]) {
             let r = row(i, code) + start;
             add(rest, &table[r..r + (d - start)]);
         }
+    }
+}
+
+/// `u += Mᵀ z` for `m` of shape `[z.len(), u.len()]`, adding only the rows of units with
+/// `z_j > 0`: after a relu about half are zero. `u` is summed in blocks held in registers over
+/// all active rows, each element in increasing j, so the result does not depend on the blocking.
+fn add_active_rows(m: &[f32], z: &[f32], u: &mut [f32]) {
+    // Indices of active units, a chunk at a time so that they fit on the stack for any width.
+    const CHUNK: usize = 256;
+    let w = u.len();
+    let mut active = [0u16; CHUNK];
+    for (c, zc) in z.chunks(CHUNK).enumerate() {
+        let mut n = 0;
+        for (j, &zj) in zc.iter().enumerate() {
+            // Branch-free: written every time, kept only when active.
+            active[n] = j as u16;
+            n += usize::from(zj > 0.0);
+        }
+        let rows = &m[c * CHUNK * w..];
+        let mut start = 0;
+        // Blocks of 32 sums are eight SSE registers: enough independent additions to keep the
+        // adders busy, with registers left over for the rows.
+        start = add_rows_blocked::<32>(rows, zc, &active[..n], u, start);
+        start = add_rows_blocked::<16>(rows, zc, &active[..n], u, start);
+        for &j in &active[..n] {
+            let j = usize::from(j);
+            add_scaled(&mut u[start..], zc[j], &rows[j * w + start..(j + 1) * w]);
+        }
+    }
+}
+
+/// [`add_active_rows`] for columns `start..` of `u` in whole blocks of `B`; returns where the
+/// blocks end.
+fn add_rows_blocked<const B: usize>(
+    rows: &[f32],
+    z: &[f32],
+    active: &[u16],
+    u: &mut [f32],
+    mut start: usize,
+) -> usize {
+    let w = u.len();
+    while start + B <= w {
+        let mut acc: [f32; B] = u[start..start + B].try_into().expect("a slice of B floats");
+        for &j in active {
+            let j = usize::from(j);
+            let zj = z[j];
+            let r = j * w + start;
+            let row: &[f32; B] = rows[r..r + B].try_into().expect("a slice of B floats");
+            for t in 0..B {
+                acc[t] += zj * row[t];
+            }
+        }
+        u[start..start + B].copy_from_slice(&acc);
+        start += B;
+    }
+    start
+}
+
+/// `acc += a x`.
+fn add_scaled(acc: &mut [f32], a: f32, x: &[f32]) {
+    for (v, y) in acc.iter_mut().zip(x) {
+        *v += a * y;
     }
 }
 
@@ -1133,6 +1214,73 @@ mod tests {
                 let mut out = vec![f32::NAN; 5];
                 composer.decode(&codes, &mut out);
                 assert_eq!(out, want);
+            }
+        }
+    }
+
+    #[test]
+    fn add_active_rows_equals_the_dense_product() {
+        // Widths that use every block size and the scalar tail; more units than one chunk.
+        for (units, width) in [(5, 3), (40, 16), (64, 64), (70, 117), (300, 50), (513, 33)] {
+            let m: Vec<f32> = (0..units * width)
+                .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            // About half the units silenced, as after a relu.
+            let z: Vec<f32> = (0..units)
+                .map(|j| (((j * 31) % 17) as f32 / 8.0 - 1.0).max(0.0))
+                .collect();
+            let start: Vec<f32> = (0..width).map(|t| t as f32 * 0.5).collect();
+            let mut u = start.clone();
+            add_active_rows(&m, &z, &mut u);
+            for (t, got) in u.iter().enumerate() {
+                let want: f64 = f64::from(start[t])
+                    + (0..units)
+                        .map(|j| f64::from(z[j]) * f64::from(m[j * width + t]))
+                        .sum::<f64>();
+                assert!(
+                    (f64::from(*got) - want).abs() < 1e-3,
+                    "{units} x {width}, column {t}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conditioned_table_equals_the_definition_at_every_hidden_width() {
+        for h in [1, 16, 37, 64, 70, 300] {
+            let (dd, k, d) = (4, 3, 6);
+            let val = |i: usize, salt: usize| (((i + salt) * 7919) % 103) as f32 / 51.0 - 1.0;
+            let make = |n: usize, salt: usize, scale: f32| -> Vec<f32> {
+                (0..n).map(|i| val(i, salt) * scale).collect()
+            };
+            let scale = 1.0 / (h as f32).sqrt();
+            let t = tensors(&[
+                (CODEBOOKS, vec![dd, k, d], make(dd * k * d, 1, 1.0)),
+                (COND_CODE_WEIGHT, vec![h, d], make(h * d, 2, 0.5)),
+                (COND_SUM_WEIGHT, vec![h, d], make(h * d, 3, 0.5)),
+                (COND_STEP, vec![dd, h], make(dd * h, 4, 0.5)),
+                (COND_OUT_WEIGHT, vec![d, h], make(d * h, 5, scale)),
+            ]);
+            let config = ComposerConfig {
+                kind: ComposerKind::Conditioned,
+                num_codebooks: dd,
+                num_codes: k,
+                code_dim: d,
+                hidden: h,
+                out_dim: d,
+            };
+            let c = Composer::new(config, t).unwrap();
+            assert!(c.table.is_some());
+            for codes in [[0u16, 0, 0, 0], [2, 1, 0, 2], [1, 2, 2, 1]] {
+                let want = conditioned_by_hand(&c, &codes);
+                let mut out = vec![f32::NAN; d];
+                c.decode(&codes, &mut out);
+                for (got, w) in out.iter().zip(&want) {
+                    assert!(
+                        (got - w).abs() < 1e-4 * (1.0 + w.abs()),
+                        "h {h} {codes:?}: {out:?} vs {want:?}"
+                    );
+                }
             }
         }
     }
