@@ -1,9 +1,11 @@
 //! Writes `.kdz` files without the trainer, for tests and demos.
 //!
 //! `make_kdz random KIND OUT` writes random codes and weights of any composer kind (what the
-//! Python layer's tests compare against); `make_kdz rvq VECTORS.txt OUT` fits real codes by
-//! residual k-means: codebook i is k-means over what codebooks 0..i left unexplained, and a
-//! linear composer with `W = I`, `b = 0` sums the chosen centroids. That is a KD code with a
+//! Python layer's tests compare against; `conditioned` needs `--code-dim` equal to `--out-dim`,
+//! and its `W_o` is random like the rest, so the step network changes every vector);
+//! `make_kdz rvq VECTORS.txt OUT` fits real codes by residual k-means: codebook i is k-means
+//! over what codebooks 0..i left unexplained, and a linear composer with `W = I`, `b = 0` sums
+//! the chosen centroids. That is a KD code with a
 //! linear composer, learned in seconds, so `groups`, `codes` and `similar` have something
 //! meaningful to show before a trained file exists.
 //!

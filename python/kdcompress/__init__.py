@@ -131,8 +131,9 @@ class Kdz:
 
     @property
     def config(self) -> Dict[str, Any]:
-        """The composer: ``kind`` (linear, mlp, lstm, concat, split), ``num_codebooks`` (D),
-        ``num_codes`` (K), ``code_dim`` (d'), ``hidden`` (h), ``out_dim`` (d)."""
+        """The composer: ``kind`` (linear, mlp, lstm, concat, split, conditioned),
+        ``num_codebooks`` (D), ``num_codes`` (K), ``code_dim`` (d'), ``hidden`` (h),
+        ``out_dim`` (d)."""
         return self._reader.config()
 
     @property

@@ -10,7 +10,8 @@ or from ``kdcompress export vectors.kdz -o vectors.safetensors`` (layout in
 docs/kdz-format.md) with :meth:`KdEmbedding.from_safetensors`. Every word's D codes are a
 buffer (moved by ``.to(device)``, never trained); the codebooks and the composer are parameters
 (``freeze=True`` fixes them too), and ``forward(indices)`` rebuilds the vectors with the math
-of ``src/composer.rs`` for every composer kind (linear, mlp, lstm, concat, split).
+of ``src/composer.rs`` for every composer kind (linear, mlp, lstm, concat, split,
+conditioned).
 
 Its state-dict names are the export's tensor names, so :meth:`KdEmbedding.save_safetensors`
 writes a fine-tuned model back in the same layout.
@@ -33,7 +34,7 @@ __all__ = ["KdEmbedding", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "kdcompress"
 FORMAT_VERSION = "1"
-KINDS = ("linear", "mlp", "lstm", "concat", "split")
+KINDS = ("linear", "mlp", "lstm", "concat", "split", "conditioned")
 
 
 def split_columns(out_dim: int, groups: int, i: int) -> range:
@@ -100,6 +101,13 @@ class KdEmbedding(nn.Module):
                 f"split of out_dim {out_dim} into {d_books} groups needs "
                 f"code_dim = ceil(out_dim / num_codebooks) = {widest}, got {code_dim}"
             )
+        if kind in ("mlp", "lstm", "conditioned") and hidden < 1:
+            raise ValueError(f"the {kind} composer needs hidden >= 1, got {hidden}")
+        if kind == "conditioned" and code_dim != out_dim:
+            raise ValueError(
+                f"conditioned adds code vectors to the output: code_dim must equal "
+                f"out_dim = {out_dim}, got {code_dim}"
+            )
         if vocab is not None and len(vocab) != codes.shape[0]:
             raise ValueError(f"{len(vocab)} words for {codes.shape[0]} rows of codes")
 
@@ -130,6 +138,16 @@ class KdEmbedding(nn.Module):
             # src/composer.rs and the export: composer.lstm.weight_ih and so on.
             self.composer.lstm = nn.LSTMCell(code_dim, hidden)
             self.composer.out = nn.Linear(hidden, out_dim)
+        if kind == "conditioned":
+            # composer.cond.{code,sum,out}.weight and composer.cond.step, as in the export.
+            cond = nn.Module()
+            cond.code = nn.Linear(out_dim, hidden, bias=False)
+            cond.sum = nn.Linear(out_dim, hidden, bias=False)
+            cond.step = nn.Parameter(torch.zeros(d_books, hidden))
+            cond.out = nn.Linear(hidden, out_dim, bias=False)
+            # As the trainer starts: the correction is zero, so a fresh layer decodes as the sum.
+            nn.init.zeros_(cond.out.weight)
+            self.composer.cond = cond
 
         self.vocab: Optional[List[str]] = list(vocab) if vocab is not None else None
         self._index = {w: i for i, w in enumerate(self.vocab)} if self.vocab else {}
@@ -270,6 +288,8 @@ class KdEmbedding(nn.Module):
             return y
         lead = e.shape[:-2]
         steps = e.reshape(-1, self.num_codebooks, self.code_dim)
+        if self.kind == "conditioned":
+            return self._conditioned(steps).reshape(*lead, self.out_dim)
         h = steps.new_zeros(steps.shape[0], self.hidden)
         c = steps.new_zeros(steps.shape[0], self.hidden)
         total = steps.new_zeros(steps.shape[0], self.hidden)
@@ -278,9 +298,19 @@ class KdEmbedding(nn.Module):
             total = total + h
         return self.composer.out(total).reshape(*lead, self.out_dim)
 
+    def _conditioned(self, steps: torch.Tensor) -> torch.Tensor:
+        """x_i = x_{i-1} + e_{i-1} + W_o relu(W_c e_{i-1} + W_s x_{i-1} + t_{i-1}), from x_0 = 0."""
+        cond = self.composer.cond
+        x = steps.new_zeros(steps.shape[0], self.out_dim)
+        for i in range(self.num_codebooks):
+            e = steps[:, i]
+            z = torch.relu(cond.code(e) + cond.sum(x) + cond.step[i])
+            x = x + e + cond.out(z)
+        return x
+
     def extra_repr(self) -> str:
         return (
             f"{self.num_embeddings}, {self.out_dim}, kind={self.kind}, "
             f"D={self.num_codebooks}, K={self.num_codes}, code_dim={self.code_dim}"
-            + (f", hidden={self.hidden}" if self.kind in ("mlp", "lstm") else "")
+            + (f", hidden={self.hidden}" if self.kind in ("mlp", "lstm", "conditioned") else "")
         )

@@ -18,13 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "glove.6B.50d.head5k.txt"
 
 # Sizes per kind: K = 300 makes the codes 9 bits (I16 in the export); concat needs D * d' >= d;
-# split needs d' = ceil(d / D) (13 columns over 5 groups: widths 2, 3, 2, 3, 3).
+# split needs d' = ceil(d / D) (13 columns over 5 groups: widths 2, 3, 2, 3, 3); conditioned
+# needs d' = d, and its W_o is random, so the step network changes every vector.
 SHAPES: Dict[str, List[str]] = {
     "linear": ["--n", "200", "-K", "16", "-D", "6", "--code-dim", "8", "--out-dim", "20"],
     "mlp": ["--n", "150", "-K", "300", "-D", "4", "--code-dim", "6", "--hidden", "9", "--out-dim", "12"],
     "lstm": ["--n", "120", "-K", "8", "-D", "5", "--code-dim", "7", "--hidden", "10", "--out-dim", "11"],
     "concat": ["--n", "100", "-K", "4", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
     "split": ["--n", "110", "-K", "6", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
+    "conditioned": ["--n", "130", "-K", "12", "-D", "5", "--code-dim", "10", "--hidden", "8", "--out-dim", "10"],
 }
 
 
