@@ -433,12 +433,41 @@ fn safetensors_bytes(kdz: &Kdz, path: &Path) -> Result<Vec<u8>, ExportError> {
             json(serde_json::to_string(kdz.metadata()))?,
         ),
     ]);
-    safetensors::serialize(tensors.iter().map(|(n, t)| (n, t)), Some(metadata)).map_err(|source| {
-        ExportError::Safetensors {
+    safetensors::serialize(tensors.iter().map(|(n, t)| (n, t)), Some(metadata))
+        .map(sorted_header)
+        .map_err(|source| ExportError::Safetensors {
             path: path.to_owned(),
             source,
-        }
-    })
+        })
+}
+
+/// safetensors writes the metadata map in hash order, so two exports of one `.kdz` differed in
+/// their header. This rewrites the header JSON with every key sorted (serde_json's map is
+/// ordered), padded with spaces to a multiple of 8 bytes as safetensors pads it. Tensor offsets
+/// count from the end of the header, so they stay valid. A header that does not parse (never
+/// from `serialize`) is left as it is.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(Ok(header)) = bytes
+        .get(8..8 + len)
+        .map(serde_json::from_slice::<serde_json::Value>)
+    else {
+        return bytes;
+    };
+    let Ok(mut json) = serde_json::to_vec(&header) else {
+        return bytes;
+    };
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    out
 }
 
 #[cfg(test)]

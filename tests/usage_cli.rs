@@ -250,6 +250,25 @@ fn export_formats_by_extension() {
     assert!(hidden_files(dir.path()).is_empty());
 }
 
+/// safetensors writes its metadata in hash order, which differs from process to process; the
+/// export sorts it, so exporting one `.kdz` twice gives the same bytes.
+#[test]
+fn export_safetensors_is_the_same_bytes_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdz = words_kdz(dir.path());
+    let runs: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("model{i}.safetensors"));
+            export(dir.path(), &kdz, &out).assert().success();
+            std::fs::read(&out).unwrap()
+        })
+        .collect();
+    assert!(runs.iter().all(|r| r == &runs[0]));
+    let header_len = u64::from_le_bytes(runs[0][..8].try_into().unwrap());
+    assert_eq!(header_len % 8, 0, "tensor data starts 8-byte aligned");
+    safetensors::SafeTensors::deserialize(&runs[0]).unwrap();
+}
+
 #[test]
 fn export_safetensors_holds_the_model() {
     let dir = tempfile::tempdir().unwrap();
