@@ -207,7 +207,9 @@ fn paper_recipe_learns_codes_end_to_end() {
 
 /// The conditioned composer starts at the additive decode and can only improve on it: a seeded
 /// run on 2,000 real words at 64 bits (K = 256, D = 8) must end below the least-squares tables'
-/// error by a margin (measured: about 1% lower), and every stage is reported.
+/// error by a margin, and every stage is reported. Measured with the same options through the
+/// CLI: lsq 0.0939, conditioned 0.0681 (0.73×; with 2,048 table rows for 2,000 words the network
+/// has room to fit; on 20,000 words the gain is 0.3%).
 #[test]
 fn conditioned_composer_beats_the_additive_tables() {
     let e = fixture(2000);
@@ -243,7 +245,7 @@ fn conditioned_composer_beats_the_additive_tables() {
 }
 
 /// The share of the additive error the conditioned composer must stay under in the test above.
-const CONDITIONED_MAX_SHARE: f64 = 0.997;
+const CONDITIONED_MAX_SHARE: f64 = 0.9;
 
 #[test]
 fn conditioned_composer_refuses_options_it_cannot_honour() {
