@@ -1110,16 +1110,25 @@ mod tests {
 
     /// A conditioned composer of D = 3, K = 4, d = 5, h = 3 with made-up weights, `W_o` scaled.
     fn conditioned(out_scale: f32) -> Composer {
-        let (dd, k, d, h) = (3, 4, 5, 3);
+        conditioned_of((3, 4, 5, 3), 1.0, out_scale)
+    }
+
+    /// A conditioned composer of sizes `(D, K, d, h)` with made-up weights: codebooks as made,
+    /// `W_c`, `W_s` and `t` times `in_scale`, `W_o` times `out_scale`.
+    fn conditioned_of(
+        (dd, k, d, h): (usize, usize, usize, usize),
+        in_scale: f32,
+        out_scale: f32,
+    ) -> Composer {
         let val = |i: usize, salt: usize| (((i + salt) * 7919) % 103) as f32 / 51.0 - 1.0;
         let make = |n: usize, salt: usize, scale: f32| -> Vec<f32> {
             (0..n).map(|i| val(i, salt) * scale).collect()
         };
         let t = tensors(&[
             (CODEBOOKS, vec![dd, k, d], make(dd * k * d, 1, 1.0)),
-            (COND_CODE_WEIGHT, vec![h, d], make(h * d, 2, 1.0)),
-            (COND_SUM_WEIGHT, vec![h, d], make(h * d, 3, 1.0)),
-            (COND_STEP, vec![dd, h], make(dd * h, 4, 1.0)),
+            (COND_CODE_WEIGHT, vec![h, d], make(h * d, 2, in_scale)),
+            (COND_SUM_WEIGHT, vec![h, d], make(h * d, 3, in_scale)),
+            (COND_STEP, vec![dd, h], make(dd * h, 4, in_scale)),
             (COND_OUT_WEIGHT, vec![d, h], make(d * h, 5, out_scale)),
         ]);
         let config = ComposerConfig {
@@ -1249,27 +1258,7 @@ mod tests {
     fn conditioned_table_equals_the_definition_at_every_hidden_width() {
         for h in [1, 16, 37, 64, 70, 300] {
             let (dd, k, d) = (4, 3, 6);
-            let val = |i: usize, salt: usize| (((i + salt) * 7919) % 103) as f32 / 51.0 - 1.0;
-            let make = |n: usize, salt: usize, scale: f32| -> Vec<f32> {
-                (0..n).map(|i| val(i, salt) * scale).collect()
-            };
-            let scale = 1.0 / (h as f32).sqrt();
-            let t = tensors(&[
-                (CODEBOOKS, vec![dd, k, d], make(dd * k * d, 1, 1.0)),
-                (COND_CODE_WEIGHT, vec![h, d], make(h * d, 2, 0.5)),
-                (COND_SUM_WEIGHT, vec![h, d], make(h * d, 3, 0.5)),
-                (COND_STEP, vec![dd, h], make(dd * h, 4, 0.5)),
-                (COND_OUT_WEIGHT, vec![d, h], make(d * h, 5, scale)),
-            ]);
-            let config = ComposerConfig {
-                kind: ComposerKind::Conditioned,
-                num_codebooks: dd,
-                num_codes: k,
-                code_dim: d,
-                hidden: h,
-                out_dim: d,
-            };
-            let c = Composer::new(config, t).unwrap();
+            let c = conditioned_of((dd, k, d, h), 0.5, 1.0 / (h as f32).sqrt());
             assert!(c.table.is_some());
             for codes in [[0u16, 0, 0, 0], [2, 1, 0, 2], [1, 2, 2, 1]] {
                 let want = conditioned_by_hand(&c, &codes);

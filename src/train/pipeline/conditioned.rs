@@ -12,7 +12,7 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::gradient::train_codes_fixed;
-use super::{MIN_GAIN, Nets};
+use super::{MIN_GAIN, Nets, changed_rows};
 use crate::progress::Criterion;
 use crate::train::TrainError;
 use crate::train::learner::{self, Batch, Learner};
@@ -226,13 +226,7 @@ pub(super) fn stage_conditioned(
                 },
             )
         });
-        let changed = tch::no_grad(|| {
-            new_codes
-                .ne_tensor(&codes)
-                .any_dim(1, false)
-                .sum(Kind::Int64)
-                .int64_value(&[])
-        });
+        let changed = changed_rows(&new_codes, &codes);
         codes.shallow_clone().copy_(&new_codes);
         let all = set.mse_of(&codes, None, &decoder);
         out.progress.message(&format!(

@@ -57,6 +57,16 @@ pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, Train
     conclude(set, out, composer, codes, set.workers, None)
 }
 
+/// How many rows of `new` differ from `old` (codes `[N, D]`) in at least one position.
+fn changed_rows(new: &tch::Tensor, old: &tch::Tensor) -> i64 {
+    tch::no_grad(|| {
+        new.ne_tensor(old)
+            .any_dim(1, false)
+            .sum(tch::Kind::Int64)
+            .int64_value(&[])
+    })
+}
+
 /// The networks of a run, their variables in one store.
 struct Nets {
     vs: nn::VarStore,

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::gradient::train_fixed;
 use super::tables::ICM_SWEEPS;
-use super::{MIN_GAIN, Nets};
+use super::{MIN_GAIN, Nets, changed_rows};
 use crate::train::TrainError;
 use crate::train::model::{ComposerNet, Encoder};
 use crate::train::quantize::lsq;
@@ -95,13 +95,7 @@ pub(super) fn stage_refine(
                 reencode(n, m.as_ref(), e.as_ref(), xc, cc)
             },
         );
-        let changed = tch::no_grad(|| {
-            new_codes
-                .ne_tensor(&codes)
-                .any_dim(1, false)
-                .sum(Kind::Int64)
-                .int64_value(&[])
-        });
+        let changed = changed_rows(&new_codes, &codes);
         codes = new_codes;
         let after = set.mse_of(&codes, None, &decoder);
         out.progress.message(&format!(
