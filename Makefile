@@ -103,11 +103,13 @@ data: $(TOOLS_STAMP)
 # and 32) and LSQ on GloVe's 20k head, all 400k GloVe words and the mpnet table, at 64, 160 and
 # 256 bits, on the same threads. Many hours on 2 cores, most of it the 400k rows and faiss LSQ.
 # BENCH_ARGS narrows it, e.g. BENCH_ARGS="--datasets mpnet --budgets 160 --methods kd256,rq5".
+# Rows already in bench-out/quality.json with the same recipe (and, for kd, the same binary) are
+# kept (--resume), so the grid can be measured over several runs; delete that file to start over.
 BENCH_ARGS ?=
 bench: build data
 	KDC_DATA_DIR=$(DATA_DIR) cargo bench --locked --bench parse
 	cargo bench --locked --bench decode
-	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR) $(BENCH_ARGS)
+	$(PY) scripts/bench_quality.py --bin $(BIN) --data $(DATA_DIR) --resume $(BENCH_ARGS)
 
 fmt:
 	cargo fmt --all

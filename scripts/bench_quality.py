@@ -14,6 +14,9 @@ For each dataset and each bit budget it runs, in one process and on the same wor
               rq32    the same with max_beam_size 32
               lsq     LocalSearchQuantizer(d, bits / 8, 8), --lsq-iters training iterations
                       (faiss's default 25), faiss's defaults for the rest
+              rq5-k32, lsq-k32
+                      RQ (beam 5) and LSQ at kd32's shape: bits / 5 codebooks of 32 entries, the
+                      same code bits as kd32 (kd32 is judged against these and PQ/OPQ)
 Datasets (--datasets): glove (the real GloVe 6B 50d, first N rows for each N of --sizes) and
 mpnet (the all-mpnet-base-v2 word table, 21,745 whole words x 768, from `make data`).
 kdcompress and faiss run on the same number of threads (--threads; faiss through OpenMP,
@@ -45,8 +48,8 @@ GLOVE_TXT = "glove.6B.50d.txt"
 MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
 
 KD_METHODS = ["kd256", "kdc256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
-FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq"]
-DEFAULT_METHODS = "kd256,kdc256,kd32,pq,opq,rq5,rq32,lsq"
+FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq", "rq5-k32", "lsq-k32"]
+DEFAULT_METHODS = "kd256,kdc256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +199,8 @@ def faiss_shape(method, bits, dim):
             if 1 <= nb <= 8 and (best is None or m * nb > best[0] * best[1]):
                 best = (m, nb)
         return best
+    if method.endswith("-k32"):
+        return bits // 5, 5  # kd32's shape: 32 entries per codebook
     return bits // 8, 8  # rq5, rq32, lsq: 8-bit codebooks, their best shape
 
 
@@ -220,7 +225,7 @@ def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
     else:
         if method == "pq":
             q = faiss.ProductQuantizer(dim, m, nb)
-        elif method == "lsq":
+        elif method.startswith("lsq"):
             q = faiss.LocalSearchQuantizer(dim, m, nb)
             q.train_iters = lsq_iters
         else:
@@ -252,7 +257,8 @@ def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
 def method_label(method, shape):
     a, b = shape
     names = {"kd256": "kd", "kdc256": "kd conditioned", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
-             "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ"}
+             "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ",
+             "rq5-k32": "faiss RQ beam 5", "lsq-k32": "faiss LSQ"}
     if method in KD_METHODS:
         return f"{names.get(method, method)} K={a} D={b} ({b * int(math.log2(a))} bits)"
     return f"{names[method]} {a}x{b} ({a * b} bits)"
@@ -275,18 +281,22 @@ def table(rows):
 
 
 def ratios(rows):
-    """kd's MSE over the best faiss row's, nn@10 over that row's, time over faiss RQ's."""
-    faiss_rows = [r for r in rows if r["family"] == "faiss"]
+    """kd's MSE over the best faiss row's at the same code size (faiss rows of at most kd's code
+    bits), nn@10 over that row's, time over faiss RQ's."""
     out = []
-    if not faiss_rows:
-        return out
-    best = min(faiss_rows, key=lambda r: r["mse"])
-    rq = {r["key"]: r for r in faiss_rows if r["key"].startswith("rq")}
     for kd in [r for r in rows if r["key"] in ("kd256", "kd32")]:
+        faiss_rows = [r for r in rows if r["family"] == "faiss"
+                      and r.get("code_bits", 0) <= kd.get("code_bits", math.inf)]
+        if not faiss_rows:
+            continue
+        best = min(faiss_rows, key=lambda r: r["mse"])
         item = {"method": kd["method"], "best_faiss": best["method"],
-                "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"]}
-        for key, r in rq.items():
-            item[f"time_ratio_{key}"] = kd["seconds"] / max(r["seconds"], 1e-9)
+                "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"],
+                "best_nn10_faiss": max(faiss_rows, key=lambda r: r["nn10"])["method"],
+                "nn10_ratio_best": kd["nn10"] / max(r["nn10"] for r in faiss_rows)}
+        for r in faiss_rows:
+            if r["key"] in ("rq5", "rq32"):
+                item[f"time_ratio_{r['key']}"] = kd["seconds"] / max(r["seconds"], 1e-9)
         out.append(item)
     return out
 
@@ -298,6 +308,8 @@ def ratio_lines(items):
                       if k.startswith("time_ratio_"))
         lines.append(f"{it['method']}: MSE / best faiss ({it['best_faiss']}) "
                      f"{it['mse_ratio']:.3f}, nn@10 ratio {it['nn10_ratio']:.3f}"
+                     + (f" (over the best faiss nn@10, {it['best_nn10_faiss']}: "
+                        f"{it['nn10_ratio_best']:.3f})" if "nn10_ratio_best" in it else "")
                      + (f", {t}" if t else ""))
     return lines
 
@@ -385,6 +397,9 @@ def main():
                     help="extra arguments for dccl and dpq")
     ap.add_argument("--time-limit", type=float, default=150,
                     help="--time-limit of each dccl/dpq run in seconds (they stop early)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of --out/quality.json that match this run's recipe (a "
+                         "grid too long for one sitting is measured over several runs)")
     ap.add_argument("--markdown", type=Path, metavar="JSON",
                     help="only print the tables of an earlier run's quality.json as markdown")
     args = ap.parse_args()
@@ -401,7 +416,20 @@ def main():
 
     faiss.omp_set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, earlier = [], {}
+    binary_id = None
+    if any(m in KD_METHODS for m in methods):
+        import hashlib
+
+        # kd rows are kept only when made by this very binary (a rebuild measures them again).
+        binary_id = hashlib.sha256(args.bin.read_bytes()).hexdigest()[:16]
+    if args.resume and (args.out / "quality.json").exists():
+        # Rows measured by an earlier run with the same recipe are kept, not run again; tables
+        # of datasets and budgets this run does not touch stay in the output.
+        results = json.loads((args.out / "quality.json").read_text())
+        for res in results:
+            for row in res["rows"]:
+                earlier[(res["dataset"], res["n"], res["bits"], res["threads"], row["key"])] = row
     for name in csv(args.datasets):
         if name == "glove":
             sets = [lambda n=n: load_glove(args.data, n) for n in csv(args.sizes, int)]
@@ -424,34 +452,56 @@ def main():
                             args.method_args.split() + ["--time-limit", str(args.time_limit)])
                         if method == "kdc256":
                             extra = ["--composer", "conditioned"] + args.cond_args.split()
-                        y, secs, size = run_kdcompress(args.bin, data, args.out, method, k, d,
-                                                       args.threads, extra)
-                        # Bits per word with everything amortised: the whole .kdz.
-                        row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size,
-                               "bits_all": size * 8 / len(data.x)}
-                        label = method_label(method, (k, d))
+                        recipe = {"K": k, "D": d, "args": extra, "binary": binary_id}
                     else:
                         shape = faiss_shape(method, bits, data.x.shape[1])
                         if shape is None:
                             continue
+                        recipe = {"M": shape[0], "nbits": shape[1], "train": args.faiss_train}
+                        if method.startswith("lsq"):
+                            recipe["lsq_iters"] = args.lsq_iters
+                    kept = earlier.get((data.name, len(data.x), bits, args.threads, method))
+                    if kept is not None and kept.get("recipe") == recipe:
+                        rows.append(kept)
+                        print(f"   {kept['method']}: mse {kept['mse']:.4f}, nn@10 "
+                              f"{kept['nn10']:.4f} ({kept['seconds']:.0f} s, kept from "
+                              f"{args.out / 'quality.json'})", flush=True)
+                        continue
+                    if method in KD_METHODS:
+                        y, secs, size = run_kdcompress(args.bin, data, args.out, method, k, d,
+                                                       args.threads, extra)
+                        # Bits per word with everything amortised: the whole .kdz.
+                        row = {"family": "kdcompress", "K": k, "D": d, "kdz_bytes": size,
+                               "code_bits": d * int(math.log2(k)),
+                               "bits_all": size * 8 / len(data.x)}
+                        label = method_label(method, (k, d))
+                    else:
                         y, secs, tables = run_faiss(method, *shape, data.x, args.faiss_train,
                                                     args.lsq_iters)
                         # Code bits plus the f32 tables amortised over the words.
                         row = {"family": "faiss", "M": shape[0], "nbits": shape[1],
-                               "table_bytes": tables,
+                               "table_bytes": tables, "code_bits": shape[0] * shape[1],
                                "bits_all": shape[0] * shape[1] + tables * 8 / len(data.x)}
                         label = method_label(method, shape)
                     row.update({"key": method, "method": label, "seconds": secs,
-                                **ref.metrics(y)})
+                                "recipe": recipe, **ref.metrics(y)})
                     rows.append(row)
                     print(f"   {label}: mse {row['mse']:.4f}, nn@10 {row['nn10']:.4f} "
                           f"({secs:.0f} s)", flush=True)
+                # Rows of methods this run left out stay in the table (a narrowed run adds to it).
+                here = (data.name, len(data.x), bits, args.threads)
+                ran = {r["key"] for r in rows}
+                rows += [row for key, row in earlier.items()
+                         if key[:4] == here and key[4] not in ran]
+                rows.sort(key=lambda r: (KD_METHODS + FAISS_METHODS).index(r["key"]))
                 res = {"dataset": data.name, "title": data.title, "n": len(data.x),
                        "dim": data.x.shape[1], "bits": bits, "threads": args.threads,
                        "rows": rows, "ratios": ratios(rows), "original": ref.orig_sim}
-                if "lsq" in methods:
+                if any(m.startswith("lsq") for m in methods):
                     res["lsq_iters"] = args.lsq_iters
-                results.append(res)
+                results = [r for r in results
+                           if (r["dataset"], r["n"], r["bits"], r["threads"])
+                           != (data.name, len(data.x), bits, args.threads)] + [res]
                 print(f"\n-- {data.title}, {bits} bits per word")
                 print(table(rows))
                 for line in ratio_lines(res["ratios"]):
