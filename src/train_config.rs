@@ -124,6 +124,9 @@ pub struct TrainConfig {
     pub refine: bool,
     /// Beam width of the initial encoding; `None`: as wide as [`TrainConfig::auto_beam`] allows.
     pub beam: Option<usize>,
+    /// Beam width while the rq tables are learned: table i is k-means of what the `train_beam`
+    /// best partial encodings of each sampled word leave unexplained.
+    pub train_beam: usize,
     /// Most rounds of least-squares table fitting and re-encoding.
     pub lsq_rounds: usize,
     /// Most rounds of re-encoding through the trained composer.
@@ -178,6 +181,7 @@ impl Default for TrainConfig {
             init: Init::Rq,
             refine: true,
             beam: None,
+            train_beam: 5,
             lsq_rounds: 8,
             refine_rounds: 2,
             batch_size: 512,
@@ -320,6 +324,12 @@ impl TrainConfig {
         if let Some(b) = self.beam {
             range("--beam", "in 1..=1024", b, (1..=1024).contains(&b))?;
         }
+        range(
+            "--train-beam",
+            "in 1..=64",
+            self.train_beam,
+            (1..=64).contains(&self.train_beam),
+        )?;
         range(
             "--step-hidden",
             "in 1..=65536",
@@ -532,6 +542,8 @@ mod tests {
             ("--code-dim", Box::new(|c| c.code_dim = Some(0))),
             ("--hidden", Box::new(|c| c.hidden = 0)),
             ("--beam", Box::new(|c| c.beam = Some(0))),
+            ("--train-beam", Box::new(|c| c.train_beam = 0)),
+            ("--train-beam", Box::new(|c| c.train_beam = 65)),
             ("--batch-size", Box::new(|c| c.batch_size = 0)),
             ("--lr", Box::new(|c| c.learning_rate = f64::NAN)),
             ("--lr", Box::new(|c| c.learning_rate = -1.0)),

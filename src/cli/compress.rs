@@ -103,6 +103,12 @@ pub struct CompressArgs {
     /// allows in a few minutes. Wider is slower and better.
     #[arg(long, value_name = "N")]
     pub beam: Option<usize>,
+    /// Beam width while the rq tables are learned: table i is k-means of what the N best partial
+    /// encodings of each sampled word leave unexplained (faiss's residual quantizer trains with
+    /// 5). Wider keeps more of the neighbourhoods on high-dimensional tables, and costs k-means N
+    /// times the points.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub train_beam: usize,
     /// Most rounds of least-squares fitting and re-encoding.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub lsq_rounds: usize,
@@ -193,6 +199,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         init: args.init,
         refine: !args.no_refine,
         beam: args.beam,
+        train_beam: args.train_beam,
         lsq_rounds: args.lsq_rounds,
         refine_rounds: args.refine_rounds,
         batch_size: args.batch_size,

@@ -25,10 +25,11 @@ use crate::train::rng::Rng;
 use crate::train::training_set::{Decoder, TrainingSet};
 
 /// Learning rate of the network alone, and of the rounds that also tune the tables, as shares
-/// of `--lr`: the network is applied D times in a row, so a step on its weights moves the
-/// output about D times as much as one on a single layer's.
-const NET_LR_SHARE: f64 = 0.1;
-const TABLES_LR_SHARE: f64 = 0.02;
+/// of `--lr`. Measured on the mpnet table at K=256 D=8 (lsq 3.4965): the network alone at 0.1 ×
+/// the default --lr ends at 3.4887, at 1× at 3.4631, at 3× at 3.474. The tables start at the
+/// least-squares optimum for their codes, so they move five times slower.
+const NET_LR_SHARE: f64 = 1.0;
+const TABLES_LR_SHARE: f64 = 0.2;
 
 /// Floats of scratch per row of [`search`]: per step, the `beam·K` additive scores, and for the
 /// `beam·candidates` extensions their code vectors, hidden layer, new sums and errors.

@@ -52,15 +52,20 @@ pub(super) fn stage_rq(
         let sample = set
             .x
             .index_select(0, &set.train_rows.index_select(0, &pick));
-        // Greedy residuals (a beam of 1): training the tables along a wider beam, as faiss does,
-        // costs several times more for no better tables here.
         let kmeans = KMeans {
             k: set.k,
             iterations: KMEANS_ITERATIONS,
             progressive_rounds: KMEANS_ROUNDS,
             workers: set.workers,
         };
-        rq::residual_kmeans(&sample, set.num_codebooks, &kmeans, 1, &mut out.rng)
+        rq::residual_kmeans(
+            &sample,
+            set.num_codebooks,
+            &kmeans,
+            cfg.train_beam as i64,
+            KMEANS_MAX_POINTS as i64,
+            &mut out.rng,
+        )
     });
     // k-means' temporaries are freed, but the allocator keeps their pages for itself.
     allocator::release_free_memory();

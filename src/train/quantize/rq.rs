@@ -15,19 +15,29 @@ pub fn memory_per_row(beam: i64, k: i64, d: i64) -> i64 {
 
 /// Residual k-means tables `[D, K, d]` (K = `kmeans.k`) learned on `sample` (rows of word
 /// vectors), the way a residual quantizer with beam search trains: table i is k-means of what
-/// the `beam` best partial encodings of each sample row (with tables 0..i) leave unexplained.
+/// the `beam` best partial encodings of each sample row (with tables 0..i) leave unexplained,
+/// at most `max_points` of them (drawn afresh for each table) when there are more.
 pub fn residual_kmeans(
     sample: &Tensor,
     num_codebooks: i64,
     kmeans: &KMeans,
     beam: i64,
+    max_points: i64,
     rng: &mut Rng,
 ) -> Tensor {
     let (m, d) = (sample.size()[0], sample.size()[1]);
     let mut state = Beam::start(sample);
     let mut tables = Vec::with_capacity(num_codebooks as usize);
     for _ in 0..num_codebooks {
-        let table = kmeans.fit(&state.residual.reshape([-1, d]), rng);
+        let mut points = state.residual.reshape([-1, d]);
+        let n = points.size()[0];
+        if n > max_points.max(1) {
+            let pick = rng
+                .permutation(n as usize, points.device())
+                .narrow(0, 0, max_points.max(1));
+            points = points.index_select(0, &pick);
+        }
+        let table = kmeans.fit(&points, rng);
         let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
         state.extend(&table, &norms, beam);
         tables.push(table);
