@@ -284,7 +284,8 @@ def ratios(rows):
     """kd's MSE over the best faiss row's at the same code size (faiss rows of at most kd's code
     bits), nn@10 over that row's, time over faiss RQ's."""
     out = []
-    for kd in [r for r in rows if r["key"] in ("kd256", "kd32")]:
+    additive = next((r for r in rows if r["key"] == "kd256"), None)
+    for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kd32")]:
         faiss_rows = [r for r in rows if r["family"] == "faiss"
                       and r.get("code_bits", 0) <= kd.get("code_bits", math.inf)]
         if not faiss_rows:
@@ -294,6 +295,10 @@ def ratios(rows):
                 "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"],
                 "best_nn10_faiss": max(faiss_rows, key=lambda r: r["nn10"])["method"],
                 "nn10_ratio_best": kd["nn10"] / max(r["nn10"] for r in faiss_rows)}
+        if kd["key"] == "kdc256" and additive is not None:
+            # The conditioned composer against the additive one it starts from (same code bits).
+            item["mse_ratio_additive"] = kd["mse"] / additive["mse"]
+            item["nn10_ratio_additive"] = kd["nn10"] / additive["nn10"]
         for r in faiss_rows:
             if r["key"] in ("rq5", "rq32"):
                 item[f"time_ratio_{r['key']}"] = kd["seconds"] / max(r["seconds"], 1e-9)
@@ -310,6 +315,8 @@ def ratio_lines(items):
                      f"{it['mse_ratio']:.3f}, nn@10 ratio {it['nn10_ratio']:.3f}"
                      + (f" (over the best faiss nn@10, {it['best_nn10_faiss']}: "
                         f"{it['nn10_ratio_best']:.3f})" if "nn10_ratio_best" in it else "")
+                     + (f"; over kd additive: MSE {it['mse_ratio_additive']:.3f}, nn@10 "
+                        f"{it['nn10_ratio_additive']:.3f}" if "mse_ratio_additive" in it else "")
                      + (f", {t}" if t else ""))
     return lines
 

@@ -149,4 +149,35 @@ mod tests {
         };
         assert!(e(&beam_encode(&x, &tables, 1)) >= e(&beam_encode(&x, &tables, 8)) - 1e-4);
     }
+
+    /// Two groups of words around -1 and +1 (and a second, constant coordinate): the first table
+    /// finds both, so greedily each word is left a residual of at most 0.2 and the second table
+    /// learns only small values. Along a beam of 2, each word's second-best entry leaves a
+    /// residual of about ±2 that the second table's k-means sees.
+    #[test]
+    fn tables_learn_from_every_entry_of_the_training_beam() {
+        let v = [-1.2f32, -1.1, -0.9, -0.8, 0.8, 0.9, 1.1, 1.2];
+        let x = Tensor::stack(
+            &[Tensor::from_slice(&v), Tensor::full([8], 0.5, (Kind::Float, tch::Device::Cpu))],
+            1,
+        );
+        let kmeans = KMeans {
+            k: 2,
+            iterations: 10,
+            progressive_rounds: 0,
+            workers: 1,
+        };
+        let largest = |beam: i64, max_points: i64| {
+            let t = residual_kmeans(&x, 2, &kmeans, beam, max_points, &mut Rng::new(3));
+            assert_eq!(t.size(), [2, 2, 2]);
+            let first: Vec<f32> = Vec::try_from(t.get(0).select(1, 0).sort(0, false).0).unwrap();
+            assert!(
+                (first[0] + 1.0).abs() < 1e-5 && (first[1] - 1.0).abs() < 1e-5,
+                "{first:?}"
+            );
+            t.get(1).abs().max().double_value(&[])
+        };
+        assert!(largest(1, 1024) < 0.2 + 1e-5, "greedy residuals are at most 0.2");
+        assert!(largest(2, 1024) > 0.6, "the beam's residuals of ±2 reach the second table");
+    }
 }
