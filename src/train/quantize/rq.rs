@@ -158,7 +158,10 @@ mod tests {
     fn tables_learn_from_every_entry_of_the_training_beam() {
         let v = [-1.2f32, -1.1, -0.9, -0.8, 0.8, 0.9, 1.1, 1.2];
         let x = Tensor::stack(
-            &[Tensor::from_slice(&v), Tensor::full([8], 0.5, (Kind::Float, tch::Device::Cpu))],
+            &[
+                Tensor::from_slice(&v),
+                Tensor::full([8], 0.5, (Kind::Float, tch::Device::Cpu)),
+            ],
             1,
         );
         let kmeans = KMeans {
@@ -177,7 +180,13 @@ mod tests {
             );
             t.get(1).abs().max().double_value(&[])
         };
-        assert!(largest(1, 1024) < 0.2 + 1e-5, "greedy residuals are at most 0.2");
-        assert!(largest(2, 1024) > 0.6, "the beam's residuals of ±2 reach the second table");
+        assert!(
+            largest(1, 1024) < 0.2 + 1e-5,
+            "greedy residuals are at most 0.2"
+        );
+        assert!(
+            largest(2, 1024) > 0.6,
+            "the beam's residuals of ±2 reach the second table"
+        );
     }
 }
