@@ -204,6 +204,14 @@ def faiss_shape(method, bits, dim):
     return bits // 8, 8  # rq5, rq32, lsq: 8-bit codebooks, their best shape
 
 
+def faiss_table_bytes(method, m, nb, dim):
+    """Bytes of a faiss quantizer's f32 tables: PQ's M tables of 2^nbits sub-vectors (plus
+    OPQ's rotation), RQ's and LSQ's M tables of 2^nbits full vectors."""
+    if method in ("pq", "opq"):
+        return 4 * ((1 << nb) * dim + (dim * dim if method == "opq" else 0))
+    return 4 * m * (1 << nb) * dim
+
+
 def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
     """Decoded vectors, seconds and the bytes of its f32 tables (codebooks, OPQ's rotation) of
     one faiss quantizer, trained on at most `train_max` rows."""
@@ -436,6 +444,11 @@ def main():
         results = json.loads((args.out / "quality.json").read_text())
         for res in results:
             for row in res["rows"]:
+                if row["family"] == "faiss" and "bits_all" not in row:
+                    # Rows measured before the column existed: their tables by their shape.
+                    row["table_bytes"] = faiss_table_bytes(row["key"], row["M"], row["nbits"],
+                                                           res["dim"])
+                    row["bits_all"] = row["code_bits"] + row["table_bytes"] * 8 / res["n"]
                 earlier[(res["dataset"], res["n"], res["bits"], res["threads"], row["key"])] = row
     for name in csv(args.datasets):
         if name == "glove":

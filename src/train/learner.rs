@@ -63,6 +63,9 @@ pub(crate) struct Plan<'a> {
     pub epochs: usize,
     pub learning_rate: f64,
     pub schedule: Schedule,
+    /// Epochs run before `--patience` may stop the training (the best weights are kept
+    /// whatever happens after them).
+    pub min_epochs: usize,
 }
 
 /// Trains the variables of `vs` through `learner` for up to `plan.epochs` epochs; keeps the
@@ -81,6 +84,7 @@ pub(crate) fn fit(
         epochs,
         learning_rate,
         schedule,
+        min_epochs,
     } = plan;
     let mut opt = nn::Adam::default()
         .build(vs, learning_rate)
@@ -170,7 +174,7 @@ pub(crate) fn fit(
             stale = 0;
         } else {
             stale += 1;
-            if stale >= cfg.patience {
+            if stale >= cfg.patience && epoch + 1 >= min_epochs {
                 break;
             }
         }

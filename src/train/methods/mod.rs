@@ -68,6 +68,7 @@ pub(crate) fn train<N: Learner + Codec>(
         epochs: cfg.epochs,
         learning_rate: cfg.learning_rate,
         schedule: Schedule::Constant,
+        min_epochs: 0,
     };
     learner::fit(set, &mut out, vs, net, plan)?;
     *out.stage = "export".into();

@@ -68,6 +68,7 @@ pub(super) fn stage_end_to_end(
         epochs: set.cfg.epochs,
         learning_rate: set.cfg.learning_rate,
         schedule: Schedule::CosineToTenth,
+        min_epochs: 0,
     };
     learner::fit(set, out, &nets.vs, &learner, plan)?;
     let codes = set.encode_all(
@@ -103,6 +104,7 @@ pub(super) fn train_fixed(
         epochs,
         learning_rate: set.cfg.learning_rate * FIXED_CODES_LR_SHARE,
         schedule: Schedule::CosineToTenth,
+        min_epochs: 0,
     };
     train_codes_fixed(set, out, nets, codes, plan, false)
 }
