@@ -229,7 +229,6 @@ def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
         pq = faiss.ProductQuantizer(dim, m, nb)
         pq.train(opq.apply_py(train))
         y = opq.reverse_transform(pq.decode(pq.compute_codes(opq.apply_py(x))))
-        tables = 4 * (pq.M * pq.ksub * pq.dsub + opq.d_in * opq.d_out)
     else:
         if method == "pq":
             q = faiss.ProductQuantizer(dim, m, nb)
@@ -241,9 +240,8 @@ def run_faiss(method, m, nb, x, train_max, lsq_iters, seed=0):
             q.max_beam_size = 32 if method == "rq32" else 5
         q.train(train)
         y = q.decode(q.compute_codes(x))
-        # PQ: M tables of ksub sub-vectors; RQ and LSQ: M tables of 2^nbits full vectors.
-        tables = 4 * (q.M * q.ksub * q.dsub if method == "pq" else q.total_codebook_size * q.d)
-    return np.asarray(y, dtype=np.float32), time.time() - t0, tables
+    secs = time.time() - t0
+    return np.asarray(y, dtype=np.float32), secs, faiss_table_bytes(method, m, nb, dim)
 
 
 def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):

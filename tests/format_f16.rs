@@ -84,11 +84,7 @@ fn every_composer_kind_round_trips_as_f16() {
         // Weights below 0.5 in size move by at most 2^-12 each; through D = 8 code vectors and
         // the composer's layers that stays well under 1e-2.
         let full = c.decode_all();
-        let worst = got
-            .iter()
-            .zip(&full)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = format_support::largest_difference(&got, &full);
         assert!(worst < 1e-2, "{kind:?}: f16 moved a value by {worst}");
         assert!(got.iter().all(|v| v.is_finite()));
 

@@ -136,11 +136,7 @@ fn export_npy_equals_the_library_decode_and_the_definition() {
     let library = Kdz::open(&kdz).unwrap().decode_all();
     assert_eq!(exported, library, "one decoder serves both");
     let want = by_hand(&c);
-    let worst = exported
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = format_support::largest_difference(&exported, &want);
     assert!(worst < 1e-5, "largest difference {worst}");
     // The step network does something here: not the plain sum of code vectors.
     let (k, d) = (SHAPE.k as usize, SHAPE.out_dim);
@@ -158,11 +154,7 @@ fn export_npy_equals_the_library_decode_and_the_definition() {
             })
         })
         .collect();
-    let moved = exported
-        .iter()
-        .zip(&additive)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let moved = format_support::largest_difference(&exported, &additive);
     assert!(moved > 0.05, "largest correction {moved}");
 }
 

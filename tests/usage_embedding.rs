@@ -51,11 +51,7 @@ fn forward_equals_the_pure_rust_decode() {
         assert_eq!(got.size(), [kdz.len() as i64, kdz.dim() as i64]);
         let got = Vec::<f32>::try_from(&got.reshape([-1])).unwrap();
         let want = kdz.decode_all();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = format_support::largest_difference(&got, &want);
         assert!(worst < 1e-5, "{kind:?}: largest difference {worst}");
         assert!(
             want.iter().any(|x| x.abs() > 0.1),
@@ -139,11 +135,7 @@ fn training_changes_weights_and_to_composer_decodes_them() {
     let mut decoded = vec![0f32; 150 * 9];
     composer.decode_batch(codes.as_slice(), &mut decoded);
     let tuned = Vec::<f32>::try_from(&emb.forward(&rows).reshape([-1])).unwrap();
-    let worst = decoded
-        .iter()
-        .zip(&tuned)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = format_support::largest_difference(&decoded, &tuned);
     assert!(worst < 1e-5, "{worst}");
 }
 

@@ -231,3 +231,12 @@ pub fn fix_table_crc(file: &mut [u8]) {
 pub fn index_of(secs: &[Sec], kind: u32) -> usize {
     secs.iter().position(|s| s.kind == kind).unwrap()
 }
+
+/// The largest absolute difference between two equally long vectors (0 when both are empty).
+pub fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vectors of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
