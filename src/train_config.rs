@@ -129,6 +129,15 @@ pub struct TrainConfig {
     pub train_beam: usize,
     /// Most rounds of least-squares table fitting and re-encoding.
     pub lsq_rounds: usize,
+    /// Perturbation trials per word when the lsq stage re-encodes (LSQ++'s iterated local
+    /// search); 0: ICM alone.
+    pub lsq_trials: usize,
+    /// Exponent of the decay of the noise on the tables in the annealed lsq rounds (LSQ++'s
+    /// stochastic relaxation); 0: plain rounds while the error falls.
+    pub lsq_anneal: f64,
+    /// Most words the annealed rounds work on: a larger input is annealed on a sample of this
+    /// many, then every word is encoded through the annealed tables and plain rounds follow.
+    pub lsq_sample: usize,
     /// Most rounds of re-encoding through the trained composer.
     pub refine_rounds: usize,
     /// Words per optimiser step.
@@ -182,7 +191,10 @@ impl Default for TrainConfig {
             refine: true,
             beam: None,
             train_beam: 5,
-            lsq_rounds: 8,
+            lsq_rounds: 25,
+            lsq_trials: 8,
+            lsq_anneal: 0.5,
+            lsq_sample: 65_536,
             refine_rounds: 2,
             batch_size: 512,
             learning_rate: 1e-3,
@@ -371,6 +383,24 @@ impl TrainConfig {
             self.lsq_rounds <= 1000,
         )?;
         range(
+            "--lsq-trials",
+            "at most 1000",
+            self.lsq_trials,
+            self.lsq_trials <= 1000,
+        )?;
+        range(
+            "--lsq-sample",
+            "at least 1",
+            self.lsq_sample,
+            self.lsq_sample >= 1,
+        )?;
+        range(
+            "--lsq-anneal",
+            "in 0..=100",
+            self.lsq_anneal,
+            (0.0..=100.0).contains(&self.lsq_anneal),
+        )?;
+        range(
             "--refine-rounds",
             "at most 1000",
             self.refine_rounds,
@@ -544,6 +574,10 @@ mod tests {
             ("--beam", Box::new(|c| c.beam = Some(0))),
             ("--train-beam", Box::new(|c| c.train_beam = 0)),
             ("--train-beam", Box::new(|c| c.train_beam = 65)),
+            ("--lsq-trials", Box::new(|c| c.lsq_trials = 1001)),
+            ("--lsq-anneal", Box::new(|c| c.lsq_anneal = -1.0)),
+            ("--lsq-sample", Box::new(|c| c.lsq_sample = 0)),
+            ("--lsq-anneal", Box::new(|c| c.lsq_anneal = f64::NAN)),
             ("--batch-size", Box::new(|c| c.batch_size = 0)),
             ("--lr", Box::new(|c| c.learning_rate = f64::NAN)),
             ("--lr", Box::new(|c| c.learning_rate = -1.0)),

@@ -109,9 +109,25 @@ pub struct CompressArgs {
     /// times the points.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub train_beam: usize,
-    /// Most rounds of least-squares fitting and re-encoding.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Most rounds of least-squares fitting and re-encoding (faiss's LocalSearchQuantizer trains
+    /// for 25).
+    #[arg(long, default_value_t = 25, value_name = "N")]
     pub lsq_rounds: usize,
+    /// Perturbation trials per word in each lsq re-encoding (the iterated local search of LSQ++,
+    /// faiss's LocalSearchQuantizer): a few random positions change, ICM runs again, and a word
+    /// keeps the best codes found. 0: ICM alone.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub lsq_trials: usize,
+    /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
+    /// tables perturbed by noise of the rq stage's error spread / D, scaled by
+    /// (1 - round / rounds)^P, and all --lsq-rounds rounds run, the best kept (see --lsq-sample). 0: plain rounds
+    /// while the error falls.
+    #[arg(long, default_value_t = 0.5, value_name = "P")]
+    pub lsq_anneal: f64,
+    /// Most words the annealed lsq rounds work on; a larger input is annealed on a seeded
+    /// sample of N words, then every word is encoded and up to 3 plain rounds follow.
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    pub lsq_sample: usize,
     /// Most rounds of re-encoding through the trained composer.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub refine_rounds: usize,
@@ -201,6 +217,9 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         beam: args.beam,
         train_beam: args.train_beam,
         lsq_rounds: args.lsq_rounds,
+        lsq_trials: args.lsq_trials,
+        lsq_anneal: args.lsq_anneal,
+        lsq_sample: args.lsq_sample,
         refine_rounds: args.refine_rounds,
         batch_size: args.batch_size,
         learning_rate: args.learning_rate,

@@ -8,8 +8,10 @@ use tch::{Kind, Tensor};
 use super::MIN_GAIN;
 use crate::composer::ComposerKind;
 use crate::train::model::ComposerNet;
+use crate::train::outcome::torch_err;
 use crate::train::parallel::{chunks, par_chunks};
-use crate::train::quantize::additive::chunk;
+use crate::train::quantize::additive::{additive_decode, chunk};
+use crate::train::quantize::ils;
 use crate::train::quantize::kmeans::KMeans;
 use crate::train::quantize::lsq::{self, NormalEquations};
 use crate::train::quantize::rq;
@@ -126,49 +128,160 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
     })
 }
 
-/// Alternates least-squares tables and ICM codes while the error over all words falls.
-pub(super) fn stage_lsq(
+/// Positions changed by one perturbation trial of the lsq search.
+fn perturbed(num_codebooks: i64) -> usize {
+    (num_codebooks as usize / 4).clamp(1, 4)
+}
+
+/// Most plain rounds over every word after the annealed rounds on a sample.
+const FINAL_ROUNDS: usize = 3;
+
+/// Codes for every word under `tables`, starting from `codes`: the iterated local search when
+/// the pairwise terms fit in memory, else plain ICM. No word's error grows.
+fn search(set: &TrainingSet, out: &mut Reporter, tables: &Tensor, codes: &Tensor) -> Tensor {
+    let (seed, trials, perturb) = (
+        out.rng.seed(),
+        set.cfg.lsq_trials,
+        perturbed(set.num_codebooks),
+    );
+    match ils::PairTerms::new(tables) {
+        Some(terms) => set.encode_all(
+            out,
+            Some(codes),
+            ils::memory_per_row(set.k, set.num_codebooks),
+            || terms.shallow_clone(),
+            |t, xc, cc| {
+                let cc = cc.expect("lsq re-encodes current codes");
+                ils::encode(t, xc, cc, trials, perturb, seed)
+            },
+        ),
+        None => set.encode_all(
+            out,
+            Some(codes),
+            lsq::icm_memory_per_row(set.k, set.d),
+            || tables.shallow_clone(),
+            |t, xc, cc| lsq::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
+        ),
+    }
+}
+
+/// Rounds of least-squares tables and re-encoding from `(tables, codes)`; returns the best pair
+/// seen by the error over all words. Plain rounds stop when a round gains less than
+/// [`MIN_GAIN`]. Annealed rounds (exponent `anneal`, LSQ++'s stochastic relaxation) search
+/// under tables perturbed by Gaussian noise of the spread, per dimension, of what the starting
+/// codes leave unexplained, divided by D and scaled by `(1 - round / rounds)^anneal`, and run
+/// every round: the noise lets codes leave the local optimum the residual k-means left them in.
+fn rounds(
     set: &TrainingSet,
     out: &mut Reporter,
-    mut tables: Tensor,
-    mut codes: Tensor,
-) -> Result<(Tensor, Tensor), TrainError> {
-    let cfg = set.cfg;
-    let t0 = Instant::now();
-    out.begin("lsq", set.n as u64);
-    // Every word is compressed, so rounds are judged by the error over all words (which a round
-    // cannot raise on the words it fits); the held-out error is logged to show generalisation.
+    tables: Tensor,
+    codes: Tensor,
+    rounds: usize,
+    anneal: Option<f64>,
+) -> (Tensor, Tensor) {
     let mut best = set.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
-    for round in 1..=cfg.lsq_rounds {
+    let (mut best_tables, mut best_codes) = (tables.shallow_clone(), codes.shallow_clone());
+    let spread = anneal.map(|_| {
+        tch::no_grad(|| {
+            let rows = &set.train_rows;
+            let fit = additive_decode(&tables, &codes.index_select(0, rows));
+            (set.x.index_select(0, rows) - fit)
+                .std_dim(0, true, false)
+                .to_device(tch::Device::Cpu)
+        })
+    });
+    let (mut previous, mut codes) = (tables, codes);
+    for round in 1..=rounds {
         if set.out_of_time() {
             out.progress.message("lsq: time limit reached");
             break;
         }
         let r0 = Instant::now();
-        let new_tables = fit_tables(set, &codes, &tables);
+        let new_tables = fit_tables(set, &codes, &previous);
         out.begin("lsq", set.n as u64);
-        let new_codes = set.encode_all(
-            out,
-            Some(&codes),
-            lsq::icm_memory_per_row(set.k, set.d),
-            || new_tables.shallow_clone(),
-            |t, xc, cc| lsq::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
-        );
+        let new_codes = match (anneal, &spread) {
+            (Some(p), Some(sd)) => {
+                let t = (1.0 - round as f64 / rounds as f64).max(0.0).powf(p);
+                let s = new_tables.size();
+                let z = out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (t / s[0] as f64);
+                search(set, out, &(&new_tables + z.to_device(set.device)), &codes)
+            }
+            _ => search(set, out, &new_tables, &codes),
+        };
         let decoder = Decoder::Additive(new_tables.shallow_clone());
         let all = set.mse_of(&new_codes, None, &decoder);
         let improved = all < best;
         let val_mse = set.val_mse(&new_codes, &decoder);
         out.progress
             .epoch(&set.round_record("lsq", round, all, val_mse, improved, r0));
-        if !improved {
-            break;
-        }
         let gain = (best - all) / best.max(f64::MIN_POSITIVE);
-        (tables, codes, best) = (new_tables, new_codes, all);
-        if gain < MIN_GAIN {
+        if improved {
+            (best_tables, best_codes, best) =
+                (new_tables.shallow_clone(), new_codes.shallow_clone(), all);
+        }
+        if anneal.is_none() && (!improved || gain < MIN_GAIN) {
             break;
         }
+        (previous, codes) = (new_tables, new_codes);
     }
+    (best_tables, best_codes)
+}
+
+/// Least-squares tables and codes by local search: `--lsq-rounds` annealed rounds (on a sample
+/// of `--lsq-sample` words when there are more, then every word encoded through their tables
+/// and up to [`FINAL_ROUNDS`] plain rounds), or plain rounds while the error over all words falls
+/// when `--lsq-anneal` is 0.
+pub(super) fn stage_lsq(
+    set: &TrainingSet,
+    out: &mut Reporter,
+    tables: Tensor,
+    codes: Tensor,
+) -> Result<(Tensor, Tensor), TrainError> {
+    let cfg = set.cfg;
+    let t0 = Instant::now();
+    out.begin("lsq", set.n as u64);
+    // Every word is compressed, so rounds are judged by the error over all words (which a round
+    // cannot raise on the words it fits); the held-out error is logged to show generalisation.
+    let anneal = (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1).then_some(cfg.lsq_anneal);
+    let (tables, codes) = if anneal.is_some() && set.n as usize > cfg.lsq_sample {
+        let mut rows: Vec<usize> = Vec::try_from(
+            out.rng
+                .permutation(set.n as usize, tch::Device::Cpu)
+                .narrow(0, 0, cfg.lsq_sample as i64),
+        )
+        .map_err(|e| torch_err("lsq", e))?
+        .into_iter()
+        .map(|r: i64| r as usize)
+        .collect();
+        rows.sort_unstable();
+        let d = set.d as usize;
+        let host: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| set.host[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        let sub = set.subset(&host, &rows)?;
+        let picked = sub.rows_tensor(&rows);
+        out.progress.message(&format!(
+            "lsq: {} annealed rounds on {} of the {} words",
+            cfg.lsq_rounds, cfg.lsq_sample, set.n
+        ));
+        let (annealed, _) = rounds(
+            &sub,
+            out,
+            tables,
+            codes.index_select(0, &picked),
+            cfg.lsq_rounds,
+            anneal,
+        );
+        drop(sub);
+        out.begin("lsq", set.n as u64);
+        let start = search(set, out, &annealed, &codes);
+        out.progress
+            .message("lsq: every word encoded through the annealed tables; plain rounds follow");
+        rounds(set, out, annealed, start, FINAL_ROUNDS, None)
+    } else {
+        rounds(set, out, tables, codes, cfg.lsq_rounds, anneal)
+    };
     let decoder = Decoder::Additive(tables.shallow_clone());
     out.finish(set, "lsq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok((tables, codes))

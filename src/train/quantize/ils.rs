@@ -1,0 +1,385 @@
+//! Iterated local search over additive codes, the encoder of LSQ++ (Martinez et al., ECCV 2018;
+//! faiss's `LocalSearchQuantizer`): ICM on the expanded squared error, then trials that change a
+//! few random positions and run ICM again, each word keeping the best codes any trial found.
+//!
+//! With `u[i][c] = ||T_i[c]||² - 2 x·T_i[c]` and `p[i][j][c][c'] = 2 T_i[c]·T_j[c']`, the error
+//! of codes `c` is `||x||² + Σ_i u[i][c_i] + Σ_{i<j} p[i][j][c_i][c_j]`. Each word keeps, for
+//! every position i, the cost of each code there given the others,
+//! `a[i][c] = u[i][c] + Σ_{j≠i} p[i][j][c][c_j]`: an ICM step is an argmin over K numbers, and a
+//! changed code updates the D·K costs of the other positions. So a sweep costs D·K operations
+//! however wide the vectors are, where the direct form ([`super::lsq::icm`]) costs D·K·d.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::eval::SplitMix64;
+
+/// Largest pairwise table, in floats (256 MiB): `(D·K)²`. K=256 with D up to 32 fits.
+pub const MAX_PAIR_FLOATS: i64 = 1 << 26;
+
+/// Most ICM sweeps after the start and after each perturbation (faiss's `icm_iters`); a sweep
+/// that changes no code ends them early.
+pub const SWEEPS: usize = 4;
+
+/// The terms shared by every word: the flattened tables, their squared norms and the pairwise
+/// products, laid out as `pair[(i·D + j)·K·K + c_j·K + c_i] = 2 T_i[c_i]·T_j[c_j]` so that the
+/// K costs a code at position j adds to position i are contiguous.
+pub struct PairTerms {
+    books: usize,
+    k: usize,
+    flat: Tensor,
+    norms: Tensor,
+    pair: Vec<f32>,
+}
+
+impl PairTerms {
+    /// The terms of `tables` `[D, K, d]`, or `None` when the pairwise table would exceed
+    /// [`MAX_PAIR_FLOATS`].
+    pub fn new(tables: &Tensor) -> Option<Self> {
+        let s = tables.size();
+        let (books, k, d) = (s[0], s[1], s[2]);
+        if (books * k).pow(2) > MAX_PAIR_FLOATS {
+            return None;
+        }
+        tch::no_grad(|| {
+            let flat = tables
+                .to_kind(Kind::Float)
+                .reshape([books * k, d])
+                .contiguous();
+            let gram = flat.matmul(&flat.tr()) * 2.0;
+            // gram[(i, c_i), (j, c_j)] -> [i][j][c_j][c_i]
+            let pair = gram
+                .view([books, k, books, k])
+                .permute([0, 2, 3, 1])
+                .contiguous()
+                .view(-1)
+                .to_device(Device::Cpu);
+            let norms = flat.square().sum_dim_intlist(1, false, None::<Kind>);
+            Some(PairTerms {
+                books: books as usize,
+                k: k as usize,
+                flat,
+                norms,
+                pair: Vec::<f32>::try_from(pair).ok()?,
+            })
+        })
+    }
+
+    /// A copy sharing the tensors (for another worker); the pairwise table is copied.
+    pub fn shallow_clone(&self) -> Self {
+        PairTerms {
+            books: self.books,
+            k: self.k,
+            flat: self.flat.shallow_clone(),
+            norms: self.norms.shallow_clone(),
+            pair: self.pair.clone(),
+        }
+    }
+
+    /// The K costs that code `c` at position `j` adds to position `i`.
+    fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
+        let k = self.k;
+        let at = ((i * self.books + j) * k + c) * k;
+        &self.pair[at..at + k]
+    }
+}
+
+/// Floats of scratch per row: the unary terms and the costs.
+pub fn memory_per_row(k: i64, num_codebooks: i64) -> i64 {
+    3 * k * num_codebooks
+}
+
+/// New codes for rows `target` `[B, d]` starting from `codes` `[B, D]`: ICM, then `trials`
+/// perturbations of `perturb` random positions each followed by ICM; a row keeps the best codes
+/// seen, so its error never grows. The perturbations of a row are drawn from `seed` and the
+/// row's starting codes, so they do not depend on how the rows are split into chunks.
+pub fn encode(
+    terms: &PairTerms,
+    target: &Tensor,
+    codes: &Tensor,
+    trials: usize,
+    perturb: usize,
+    seed: u64,
+) -> Tensor {
+    let (books, k) = (terms.books, terms.k);
+    let rows = target.size()[0] as usize;
+    let unary = tch::no_grad(|| {
+        let u =
+            terms.norms.unsqueeze(0) - target.to_kind(Kind::Float).matmul(&terms.flat.tr()) * 2.0;
+        Vec::<f32>::try_from(u.to_device(Device::Cpu).contiguous().view(-1))
+            .expect("float unary terms")
+    });
+    let mut all: Vec<i64> = Vec::try_from(
+        codes
+            .to_kind(Kind::Int64)
+            .to_device(Device::Cpu)
+            .contiguous()
+            .view(-1),
+    )
+    .expect("int64 codes");
+    let mut search = RowSearch::new(books, k);
+    for r in 0..rows {
+        let row = &mut all[r * books..(r + 1) * books];
+        let mut rng = SplitMix64::new(row_seed(seed, row));
+        search.run(
+            terms,
+            &unary[r * books * k..(r + 1) * books * k],
+            row,
+            trials,
+            perturb,
+            &mut rng,
+        );
+    }
+    Tensor::from_slice(&all)
+        .view([rows as i64, books as i64])
+        .to_kind(codes.kind())
+        .to_device(codes.device())
+}
+
+/// A seed for one row from the run's seed and the row's codes.
+fn row_seed(seed: u64, codes: &[i64]) -> u64 {
+    let mut h = SplitMix64::new(seed);
+    let mut acc = h.next_u64();
+    for &c in codes {
+        acc = SplitMix64::new(acc ^ (c as u64)).next_u64();
+    }
+    acc
+}
+
+/// One row's scratch: its codes and costs, and the best seen.
+struct RowSearch {
+    books: usize,
+    k: usize,
+    codes: Vec<usize>,
+    cost: Vec<f32>,
+    best_codes: Vec<usize>,
+    best_cost: Vec<f32>,
+}
+
+impl RowSearch {
+    fn new(books: usize, k: usize) -> Self {
+        RowSearch {
+            books,
+            k,
+            codes: vec![0; books],
+            cost: vec![0.0; books * k],
+            best_codes: vec![0; books],
+            best_cost: vec![0.0; books * k],
+        }
+    }
+
+    /// Searches from `row`'s codes and writes the best found back into it.
+    fn run(
+        &mut self,
+        terms: &PairTerms,
+        unary: &[f32],
+        row: &mut [i64],
+        trials: usize,
+        perturb: usize,
+        rng: &mut SplitMix64,
+    ) {
+        let (books, k) = (self.books, self.k);
+        for (c, &r) in self.codes.iter_mut().zip(row.iter()) {
+            *c = (r.max(0) as usize).min(k - 1);
+        }
+        self.cost.copy_from_slice(unary);
+        for i in 0..books {
+            for j in 0..books {
+                if i != j {
+                    let add = terms.row(i, j, self.codes[j]);
+                    for (a, &p) in self.cost[i * k..(i + 1) * k].iter_mut().zip(add) {
+                        *a += p;
+                    }
+                }
+            }
+        }
+        let start = self.objective(unary);
+        self.icm(terms);
+        let mut best = self.objective(unary);
+        self.best_codes.copy_from_slice(&self.codes);
+        self.best_cost.copy_from_slice(&self.cost);
+        for _ in 0..trials {
+            for _ in 0..perturb {
+                let i = rng.below(books as u64) as usize;
+                let c = rng.below(k as u64) as usize;
+                self.set(terms, i, c);
+            }
+            self.icm(terms);
+            let value = self.objective(unary);
+            if value < best {
+                best = value;
+                self.best_codes.copy_from_slice(&self.codes);
+                self.best_cost.copy_from_slice(&self.cost);
+            } else {
+                self.codes.copy_from_slice(&self.best_codes);
+                self.cost.copy_from_slice(&self.best_cost);
+            }
+        }
+        // Rounding in the expanded form must not replace codes by ones no better.
+        if best < start {
+            for (r, &c) in row.iter_mut().zip(&self.best_codes) {
+                *r = c as i64;
+            }
+        }
+    }
+
+    /// The error less `||x||²`: `Σ_i u[i][c_i] + Σ_{i<j} p` = `½ Σ_i (u[i][c_i] + a[i][c_i])`.
+    fn objective(&self, unary: &[f32]) -> f64 {
+        let k = self.k;
+        self.codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| 0.5 * (f64::from(unary[i * k + c]) + f64::from(self.cost[i * k + c])))
+            .sum()
+    }
+
+    /// Sets position `i` to code `c`, updating the other positions' costs.
+    fn set(&mut self, terms: &PairTerms, i: usize, c: usize) {
+        let (books, k) = (self.books, self.k);
+        let old = self.codes[i];
+        if old == c {
+            return;
+        }
+        for j in (0..books).filter(|&j| j != i) {
+            let (sub, add) = (terms.row(j, i, old), terms.row(j, i, c));
+            for ((a, &s), &p) in self.cost[j * k..(j + 1) * k].iter_mut().zip(sub).zip(add) {
+                *a += p - s;
+            }
+        }
+        self.codes[i] = c;
+    }
+
+    /// ICM sweeps until one changes nothing (at most [`SWEEPS`]).
+    fn icm(&mut self, terms: &PairTerms) {
+        let k = self.k;
+        for _ in 0..SWEEPS {
+            let mut changed = false;
+            for i in 0..self.books {
+                let costs = &self.cost[i * k..(i + 1) * k];
+                let mut best = self.codes[i];
+                for (c, &v) in costs.iter().enumerate() {
+                    if v < costs[best] {
+                        best = c;
+                    }
+                }
+                if best != self.codes[i] {
+                    self.set(terms, i, best);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::quantize::additive::additive_decode;
+    use crate::train::quantize::lsq;
+    use crate::train::rng::Rng;
+
+    fn row_errors(x: &Tensor, tables: &Tensor, codes: &Tensor) -> Vec<f64> {
+        let e = (x - additive_decode(tables, codes))
+            .square()
+            .sum_dim_intlist(1, false, None::<Kind>)
+            .to_kind(Kind::Double);
+        Vec::try_from(e).unwrap()
+    }
+
+    #[test]
+    fn icm_in_pairwise_form_equals_the_direct_icm_and_search_never_worsens_a_row() {
+        let mut rng = Rng::new(3);
+        let (books, k, d, n) = (4, 16, 24, 300);
+        let tables = rng.normal_of(&[books, k, d], 1.0);
+        let x = rng.normal_of(&[n, d], 2.0);
+        let codes = rng.integers(k as usize, &[n, books]);
+        let terms = PairTerms::new(&tables).unwrap();
+        // Without trials the search is ICM: the same codes as the direct form after as many
+        // sweeps (a sweep that changes nothing changes nothing after it; ties aside, which random
+        // tables do not have).
+        let direct = lsq::icm(&x, &codes, &tables, SWEEPS);
+        let pairwise = encode(&terms, &x, &codes, 0, 0, 1);
+        let same = direct.eq_tensor(&pairwise).all().int64_value(&[]);
+        let (ed, ep) = (
+            row_errors(&x, &tables, &direct),
+            row_errors(&x, &tables, &pairwise),
+        );
+        assert!(
+            same == 1 || ed.iter().zip(&ep).all(|(a, b)| (a - b).abs() < 1e-3),
+            "pairwise ICM differs from the direct one on {} rows",
+            direct
+                .ne_tensor(&pairwise)
+                .any_dim(1, false)
+                .sum(Kind::Int64)
+                .int64_value(&[])
+        );
+        // Trials never make a row worse than ICM alone, and find lower errors overall.
+        let searched = encode(&terms, &x, &codes, 16, 2, 1);
+        let es = row_errors(&x, &tables, &searched);
+        let start = row_errors(&x, &tables, &codes);
+        for r in 0..n as usize {
+            assert!(
+                es[r] <= start[r] + 1e-3,
+                "row {r}: {} > {}",
+                es[r],
+                start[r]
+            );
+        }
+        let (sum_p, sum_s): (f64, f64) = (ep.iter().sum(), es.iter().sum());
+        assert!(
+            sum_s < 0.99 * sum_p,
+            "trials found nothing: {sum_s} vs ICM {sum_p}"
+        );
+        // Seeded by the row's codes: the same rows give the same codes in any chunking.
+        let halves = Tensor::cat(
+            &[
+                encode(
+                    &terms,
+                    &x.narrow(0, 0, 100),
+                    &codes.narrow(0, 0, 100),
+                    16,
+                    2,
+                    1,
+                ),
+                encode(
+                    &terms,
+                    &x.narrow(0, 100, 200),
+                    &codes.narrow(0, 100, 200),
+                    16,
+                    2,
+                    1,
+                ),
+            ],
+            0,
+        );
+        assert!(halves.equal(&searched));
+    }
+
+    #[test]
+    fn search_finds_the_exact_codes_of_rows_made_from_the_tables() {
+        // Rows that are exact sums of table entries have error 0 at their own codes; ICM from
+        // random codes gets stuck on some, the perturbed search finds most of them.
+        let mut rng = Rng::new(9);
+        let (books, k, d, n) = (4, 8, 16, 200);
+        let tables = rng.normal_of(&[books, k, d], 1.0);
+        let truth = rng.integers(k as usize, &[n, books]);
+        let x = additive_decode(&tables, &truth);
+        let start = rng.integers(k as usize, &[n, books]);
+        let terms = PairTerms::new(&tables).unwrap();
+        let exact = |c: &Tensor| {
+            row_errors(&x, &tables, c)
+                .iter()
+                .filter(|&&e| e < 1e-4)
+                .count()
+        };
+        let icm_only = exact(&encode(&terms, &x, &start, 0, 0, 5));
+        let searched = exact(&encode(&terms, &x, &start, 32, 2, 5));
+        assert!(
+            searched >= 190,
+            "search found {searched} of {n} (ICM alone {icm_only})"
+        );
+        assert!(searched > icm_only, "search {searched} vs ICM {icm_only}");
+    }
+}
