@@ -254,13 +254,7 @@ impl RowSearch {
         for _ in 0..SWEEPS {
             let mut changed = false;
             for i in 0..self.books {
-                let costs = &self.cost[i * k..(i + 1) * k];
-                let mut best = self.codes[i];
-                for (c, &v) in costs.iter().enumerate() {
-                    if v < costs[best] {
-                        best = c;
-                    }
-                }
+                let best = argmin_from(&self.cost[i * k..(i + 1) * k], self.codes[i]);
                 if best != self.codes[i] {
                     self.set(terms, i, best);
                     changed = true;
@@ -271,6 +265,30 @@ impl RowSearch {
             }
         }
     }
+}
+
+/// The first index of the smallest of `costs`, or `current` when nothing is smaller than the
+/// cost there (what a scan replacing `current` only by a strictly smaller cost returns). The
+/// minimum is found eight lanes at a time, which the compiler turns into vector instructions.
+fn argmin_from(costs: &[f32], current: usize) -> usize {
+    let mut lanes = [f32::INFINITY; 8];
+    let mut blocks = costs.chunks_exact(8);
+    for block in &mut blocks {
+        for (m, &v) in lanes.iter_mut().zip(block) {
+            *m = if v < *m { v } else { *m };
+        }
+    }
+    let mut low = blocks
+        .remainder()
+        .iter()
+        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m });
+    for m in lanes {
+        low = if m < low { m } else { low };
+    }
+    if !(costs[current] > low) {
+        return current;
+    }
+    costs.iter().position(|&v| v == low).unwrap_or(current)
 }
 
 #[cfg(test)]
@@ -355,6 +373,25 @@ mod tests {
             0,
         );
         assert!(halves.equal(&searched));
+    }
+
+    #[test]
+    fn argmin_keeps_the_current_code_on_ties_and_else_takes_the_first_minimum() {
+        let mut rng = Rng::new(4);
+        for len in [1usize, 7, 8, 9, 32, 257] {
+            for _ in 0..50 {
+                // Few distinct values, so that ties are common.
+                let costs: Vec<f32> = (0..len).map(|_| rng.below(4) as f32).collect();
+                let current = rng.below(len);
+                let mut scan = current;
+                for (c, &v) in costs.iter().enumerate() {
+                    if v < costs[scan] {
+                        scan = c;
+                    }
+                }
+                assert_eq!(argmin_from(&costs, current), scan, "{costs:?} from {current}");
+            }
+        }
     }
 
     #[test]
