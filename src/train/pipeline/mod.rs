@@ -18,6 +18,9 @@ use super::training_set::TrainingSet;
 use super::{Init, TrainConfig, TrainError, Trained};
 use crate::composer::{ComposerConfig, ComposerKind};
 
+/// Mixed into the seed for the networks' own generator.
+const NETS_SALT: u64 = 0x6e65_7473_5f69_6e69;
+
 /// A round must lower the error over all words by this share to earn another.
 const MIN_GAIN: f64 = 1e-3;
 
@@ -30,7 +33,10 @@ pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, Train
         // spinning pool would only compete with them.
         tch::set_num_threads(1);
     }
-    let nets = Nets::new(set, &mut out.rng);
+    // The networks' initial weights come from their own stream, so that the stages before them
+    // draw the same numbers whatever the composer: `--composer conditioned` starts from exactly
+    // the additive run's lsq tables and codes.
+    let nets = Nets::new(set, &mut Rng::new(cfg.seed ^ NETS_SALT));
     let codes = match cfg.init {
         Init::Rq => {
             let (mut tables, mut codes) = tables::stage_rq(set, &mut out)?;
