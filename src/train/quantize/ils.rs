@@ -285,7 +285,7 @@ fn argmin_from(costs: &[f32], current: usize) -> usize {
     for m in lanes {
         low = if m < low { m } else { low };
     }
-    if !(costs[current] > low) {
+    if costs[current].is_nan() || costs[current] <= low {
         return current;
     }
     costs.iter().position(|&v| v == low).unwrap_or(current)
@@ -389,7 +389,11 @@ mod tests {
                         scan = c;
                     }
                 }
-                assert_eq!(argmin_from(&costs, current), scan, "{costs:?} from {current}");
+                assert_eq!(
+                    argmin_from(&costs, current),
+                    scan,
+                    "{costs:?} from {current}"
+                );
             }
         }
     }
