@@ -135,8 +135,8 @@ pub struct TrainConfig {
     /// Exponent of the decay of the noise on the tables in the annealed lsq rounds (LSQ++'s
     /// stochastic relaxation); 0: plain rounds while the error falls.
     pub lsq_anneal: f64,
-    /// Most words the annealed rounds work on: a larger input is annealed on a sample of this
-    /// many, then every word is encoded through the annealed tables and plain rounds follow.
+    /// Most words the lsq rounds anneal: a larger input gets plain rounds (with the perturbation
+    /// trials), since annealing needs every round over every word.
     pub lsq_sample: usize,
     /// Most rounds of re-encoding through the trained composer.
     pub refine_rounds: usize,

@@ -124,8 +124,9 @@ pub struct CompressArgs {
     /// while the error falls.
     #[arg(long, default_value_t = 0.5, value_name = "P")]
     pub lsq_anneal: f64,
-    /// Most words the annealed lsq rounds work on; a larger input is annealed on a seeded
-    /// sample of N words, then every word is encoded and up to 3 plain rounds follow.
+    /// Most words the lsq rounds anneal; a larger input gets plain rounds (with the trials) while
+    /// the error falls: annealing needs every round over every word, too slow on large tables,
+    /// and tables annealed on a sample fit the sample, not the rest.
     #[arg(long, default_value_t = 65_536, value_name = "N")]
     pub lsq_sample: usize,
     /// Most rounds of re-encoding through the trained composer.

@@ -109,49 +109,6 @@ impl<'a> TrainingSet<'a> {
         Ok(set)
     }
 
-    /// The same training on the rows `rows` (sorted, distinct) of this one, whose vectors `host`
-    /// holds in that order: held-out rows stay held out.
-    pub fn subset<'b>(
-        &'b self,
-        host: &'b [f32],
-        rows: &[usize],
-    ) -> Result<TrainingSet<'b>, TrainError> {
-        let n = rows.len() as i64;
-        let x_host = borrow_matrix(host, n, self.d);
-        let x = if self.device == Device::Cpu {
-            x_host.shallow_clone()
-        } else {
-            x_host
-                .f_to_device(self.device)
-                .map_err(|e| torch_err("setup", e))?
-        };
-        let mask: Vec<bool> = Vec::try_from(self.train_mask.to_device(Device::Cpu).index_select(
-            0,
-            &Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()),
-        ))
-        .map_err(|e| torch_err("setup", e))?;
-        let (train, val): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| mask[i]);
-        let mut sub = TrainingSet {
-            cfg: self.cfg,
-            host,
-            x,
-            n,
-            d: self.d,
-            num_codebooks: self.num_codebooks,
-            k: self.k,
-            device: self.device,
-            code_kind: self.code_kind,
-            workers: self.workers,
-            train_rows: Tensor::new(),
-            val_rows: Tensor::new(),
-            train_mask: Tensor::from_slice(&mask).to_device(self.device),
-            start: self.start,
-        };
-        sub.train_rows = sub.rows_tensor(&train);
-        sub.val_rows = sub.rows_tensor(&val);
-        Ok(sub)
-    }
-
     /// Words held out for validation.
     pub fn num_val(&self) -> i64 {
         self.val_rows.size()[0]
@@ -165,7 +122,7 @@ impl<'a> TrainingSet<'a> {
         self.cfg.time_limit.is_some_and(|t| self.elapsed() >= t)
     }
 
-    pub fn rows_tensor(&self, rows: &[usize]) -> Tensor {
+    fn rows_tensor(&self, rows: &[usize]) -> Tensor {
         let v: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         Tensor::from_slice(&v).to_device(self.device)
     }
