@@ -177,14 +177,16 @@ fn rounds(
 ) -> (Tensor, Tensor) {
     let mut best = set.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
     let (mut best_tables, mut best_codes) = (tables.shallow_clone(), codes.shallow_clone());
-    let spread = anneal.map(|_| {
-        tch::no_grad(|| {
+    // The exponent and the error's spread per dimension, when annealing.
+    let noise = anneal.map(|p| {
+        let spread = tch::no_grad(|| {
             let rows = &set.train_rows;
             let fit = additive_decode(&tables, &codes.index_select(0, rows));
             (set.x.index_select(0, rows) - fit)
                 .std_dim(0, true, false)
                 .to_device(tch::Device::Cpu)
-        })
+        });
+        (p, spread)
     });
     let (mut previous, mut codes) = (tables, codes);
     for round in 1..=rounds {
@@ -195,14 +197,14 @@ fn rounds(
         let r0 = Instant::now();
         let new_tables = fit_tables(set, &codes, &previous);
         out.begin("lsq", set.n as u64);
-        let new_codes = match (anneal, &spread) {
-            (Some(p), Some(sd)) => {
-                let t = (1.0 - round as f64 / rounds as f64).max(0.0).powf(p);
+        let new_codes = match &noise {
+            Some((p, sd)) => {
+                let t = (1.0 - round as f64 / rounds as f64).max(0.0).powf(*p);
                 let s = new_tables.size();
                 let z = out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (t / s[0] as f64);
                 search(set, out, &(&new_tables + z.to_device(set.device)), &codes)
             }
-            _ => search(set, out, &new_tables, &codes),
+            None => search(set, out, &new_tables, &codes),
         };
         let decoder = Decoder::Additive(new_tables.shallow_clone());
         let all = set.mse_of(&new_codes, None, &decoder);
@@ -215,7 +217,7 @@ fn rounds(
             (best_tables, best_codes, best) =
                 (new_tables.shallow_clone(), new_codes.shallow_clone(), all);
         }
-        if anneal.is_none() && (!improved || gain < MIN_GAIN) {
+        if noise.is_none() && (!improved || gain < MIN_GAIN) {
             break;
         }
         (previous, codes) = (new_tables, new_codes);
@@ -237,13 +239,14 @@ pub(super) fn stage_lsq(
     out.begin("lsq", set.n as u64);
     // Every word is compressed, so rounds are judged by the error over all words (which a round
     // cannot raise on the words it fits); the held-out error is logged to show generalisation.
-    let anneal = (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1).then_some(cfg.lsq_anneal);
     // Annealing needs every round over every word: tables annealed on a sample of 65,536 of the
     // 400,000 GloVe words fit the sample (2.39 there) and then encoded all words at 2.81, and
     // three plain rounds over all words only reached 2.72 (plain rounds alone: 2.67). So a
     // larger input gets plain rounds, with the perturbation trials, over every word.
-    let anneal = anneal.filter(|_| set.n as usize <= cfg.lsq_sample);
-    if anneal.is_none() && cfg.lsq_anneal > 0.0 {
+    let too_many = set.n as usize > cfg.lsq_sample;
+    let anneal =
+        (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
+    if too_many && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
             "lsq: {} words, more than --lsq-sample {}: plain rounds, no annealing",
             set.n, cfg.lsq_sample

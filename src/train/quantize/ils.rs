@@ -9,6 +9,8 @@
 //! changed code updates the D·K costs of the other positions. So a sweep costs D·K operations
 //! however wide the vectors are, where the direct form ([`super::lsq::icm`]) costs D·K·d.
 
+use std::sync::Arc;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::eval::SplitMix64;
@@ -28,7 +30,7 @@ pub struct PairTerms {
     k: usize,
     flat: Tensor,
     norms: Tensor,
-    pair: Vec<f32>,
+    pair: Arc<Vec<f32>>,
 }
 
 impl PairTerms {
@@ -59,19 +61,19 @@ impl PairTerms {
                 k: k as usize,
                 flat,
                 norms,
-                pair: Vec::<f32>::try_from(pair).ok()?,
+                pair: Arc::new(Vec::<f32>::try_from(pair).ok()?),
             })
         })
     }
 
-    /// A copy sharing the tensors (for another worker); the pairwise table is copied.
+    /// A copy for another worker, sharing the tensors and the pairwise table.
     pub fn shallow_clone(&self) -> Self {
         PairTerms {
             books: self.books,
             k: self.k,
             flat: self.flat.shallow_clone(),
             norms: self.norms.shallow_clone(),
-            pair: self.pair.clone(),
+            pair: Arc::clone(&self.pair),
         }
     }
 
