@@ -46,6 +46,7 @@ pub mod quantize;
 mod reporter;
 mod rng;
 mod training_set;
+mod vector;
 
 pub use rng::Rng;
 

@@ -78,6 +78,7 @@ impl PairTerms {
     }
 
     /// The K costs that code `c` at position `j` adds to position `i`.
+    #[inline(always)]
     fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
         let k = self.k;
         let at = ((i * self.books + j) * k + c) * k;
@@ -102,7 +103,7 @@ pub fn encode(
     perturb: usize,
     seed: u64,
 ) -> Tensor {
-    let (books, k) = (terms.books, terms.k);
+    let books = terms.books;
     let rows = target.size()[0] as usize;
     let unary = tch::no_grad(|| {
         let u =
@@ -118,23 +119,43 @@ pub fn encode(
             .view(-1),
     )
     .expect("int64 codes");
-    let mut search = RowSearch::new(books, k);
-    for r in 0..rows {
-        let row = &mut all[r * books..(r + 1) * books];
-        let mut rng = SplitMix64::new(row_seed(seed, row));
-        search.run(
-            terms,
-            &unary[r * books * k..(r + 1) * books * k],
-            row,
-            trials,
-            perturb,
-            &mut rng,
-        );
+    {
+        let (unary, all) = (&unary[..], &mut all[..]);
+        crate::train::vector::wide!(search_rows(
+            terms: &PairTerms,
+            unary: &[f32],
+            all: &mut [i64],
+            trials: usize,
+            perturb: usize,
+            seed: u64
+        ));
     }
     Tensor::from_slice(&all)
         .view([rows as i64, books as i64])
         .to_kind(codes.kind())
         .to_device(codes.device())
+}
+
+/// [`RowSearch::run`] on every row of `all` (`[rows, D]` codes, rewritten in place) with its
+/// unary terms (`[rows, D, K]`). It only adds, so `_FUSED` changes nothing.
+#[inline(always)]
+fn search_rows<const _FUSED: bool>(
+    terms: &PairTerms,
+    unary: &[f32],
+    all: &mut [i64],
+    trials: usize,
+    perturb: usize,
+    seed: u64,
+) {
+    let (books, k) = (terms.books, terms.k);
+    let mut search = RowSearch::new(books, k);
+    for (row, unary) in all
+        .chunks_exact_mut(books)
+        .zip(unary.chunks_exact(books * k))
+    {
+        let mut rng = SplitMix64::new(row_seed(seed, row));
+        search.run(terms, unary, row, trials, perturb, &mut rng);
+    }
 }
 
 /// A seed for one row from the run's seed and the row's codes.
@@ -170,6 +191,7 @@ impl RowSearch {
     }
 
     /// Searches from `row`'s codes and writes the best found back into it.
+    #[inline(always)]
     fn run(
         &mut self,
         terms: &PairTerms,
@@ -225,6 +247,7 @@ impl RowSearch {
     }
 
     /// The error less `||x||²`: `Σ_i u[i][c_i] + Σ_{i<j} p` = `½ Σ_i (u[i][c_i] + a[i][c_i])`.
+    #[inline(always)]
     fn objective(&self, unary: &[f32]) -> f64 {
         let k = self.k;
         self.codes
@@ -235,6 +258,7 @@ impl RowSearch {
     }
 
     /// Sets position `i` to code `c`, updating the other positions' costs.
+    #[inline(always)]
     fn set(&mut self, terms: &PairTerms, i: usize, c: usize) {
         let (books, k) = (self.books, self.k);
         let old = self.codes[i];
@@ -251,6 +275,7 @@ impl RowSearch {
     }
 
     /// ICM sweeps until one changes nothing (at most [`SWEEPS`]).
+    #[inline(always)]
     fn icm(&mut self, terms: &PairTerms) {
         let k = self.k;
         for _ in 0..SWEEPS {
@@ -272,6 +297,7 @@ impl RowSearch {
 /// The first index of the smallest of `costs`, or `current` when nothing is smaller than the
 /// cost there (what a scan replacing `current` only by a strictly smaller cost returns). The
 /// minimum is found eight lanes at a time, which the compiler turns into vector instructions.
+#[inline(always)]
 fn argmin_from(costs: &[f32], current: usize) -> usize {
     let mut lanes = [f32::INFINITY; 8];
     let mut blocks = costs.chunks_exact(8);

@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use super::chunk_rows;
 use crate::train::parallel::{chunks, par_chunks};
 use crate::train::rng::Rng;
+use crate::train::vector::madd;
 
 /// Relative nudge that separates the two halves of a split cluster.
 const SPLIT_EPS: f64 = 1.0 / 1024.0;
@@ -233,36 +234,127 @@ fn nearest_matrix(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor
     (norms.unsqueeze(0) - points.matmul(&centroids.tr()) * 2.0).argmin(1, false)
 }
 
-/// [`nearest`] one row at a time on the CPU: `‖c‖² − 2·x·c` for every centroid at once, with
-/// the centroids stored column-wise so that the inner loop runs over contiguous memory.
+/// Centroids scored together by [`nearest_direct`]: their distances stay in vector registers
+/// while a row's coordinates stream past.
+const LANES: usize = 16;
+
+/// [`nearest`] on the CPU without a distance matrix: `‖c‖² − 2·x·c` for a block of
+/// [`LANES`] centroids at a time, two rows at once, the running minimum kept per lane.
 fn nearest_direct(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
     let (d, k) = (points.size()[1] as usize, centroids.size()[0] as usize);
     let floats = |t: Tensor| -> Vec<f32> {
         Vec::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).expect("f32 on the CPU")
     };
     let x = floats(points.shallow_clone());
-    let columns = floats(centroids.tr() * -2.0);
-    let norms = floats(norms.shallow_clone());
-    let mut dist = vec![0f32; k];
-    let nearest: Vec<i64> = x
-        .chunks_exact(d.max(1))
-        .map(|row| {
-            dist.copy_from_slice(&norms);
-            for (&xj, column) in row.iter().zip(columns.chunks_exact(k)) {
-                for (a, &c) in dist.iter_mut().zip(column) {
-                    *a += xj * c;
+    let (blocks, packed) = pack_blocks(
+        &floats(centroids.shallow_clone()),
+        &floats(norms.shallow_clone()),
+        d,
+        k,
+    );
+    let mut out = vec![0i64; x.len() / d.max(1)];
+    {
+        let (x, packed, out) = (&x[..], &packed[..], &mut out[..]);
+        crate::train::vector::wide!(assign_rows(
+            x: &[f32],
+            d: usize,
+            blocks: usize,
+            packed: &[f32],
+            out: &mut [i64]
+        ));
+    }
+    Tensor::from_slice(&out)
+}
+
+/// Centroids `[k, d]` and their squared norms in blocks of [`LANES`]: per block its norms, then
+/// per dimension the block's coordinates times −2; `k` is padded with infinite norms. Returns the
+/// number of blocks and the packed floats (`(d + 1)·LANES` per block).
+fn pack_blocks(centroids: &[f32], norms: &[f32], d: usize, k: usize) -> (usize, Vec<f32>) {
+    let blocks = k.div_ceil(LANES);
+    let mut packed = vec![0f32; blocks * (d + 1) * LANES];
+    for (b, block) in packed.chunks_exact_mut((d + 1) * LANES).enumerate() {
+        for l in 0..LANES {
+            let c = b * LANES + l;
+            block[l] = if c < k { norms[c] } else { f32::INFINITY };
+            for j in 0..d {
+                block[(j + 1) * LANES + l] = if c < k {
+                    -2.0 * centroids[c * d + j]
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    (blocks, packed)
+}
+
+/// The nearest packed centroid of each row of `x` (`d` wide) into `out`: the first of equally
+/// near ones, as a scan in index order keeping only strictly smaller distances finds it.
+#[inline(always)]
+fn assign_rows<const FUSED: bool>(
+    x: &[f32],
+    d: usize,
+    blocks: usize,
+    packed: &[f32],
+    out: &mut [i64],
+) {
+    let width = (d + 1) * LANES;
+    let rows = out.len();
+    let mut r = 0;
+    while r < rows {
+        // Two rows share each load of the centroids; an odd last row is scored twice.
+        let s = (r + 1).min(rows - 1);
+        let (x0, x1) = (&x[r * d..(r + 1) * d], &x[s * d..(s + 1) * d]);
+        let (mut low0, mut low1) = ([f32::INFINITY; LANES], [f32::INFINITY; LANES]);
+        let (mut at0, mut at1) = ([0f32; LANES], [0f32; LANES]);
+        for (b, block) in packed.chunks_exact(width).take(blocks).enumerate() {
+            let norm: &[f32; LANES] = block[..LANES].try_into().expect("a block");
+            let (mut a0, mut a1) = (*norm, *norm);
+            for j in 0..d {
+                let col: &[f32; LANES] = block[(j + 1) * LANES..(j + 2) * LANES]
+                    .try_into()
+                    .expect("a block");
+                let (v0, v1) = (x0[j], x1[j]);
+                for l in 0..LANES {
+                    a0[l] = madd::<FUSED>(v0, col[l], a0[l]);
+                    a1[l] = madd::<FUSED>(v1, col[l], a1[l]);
                 }
             }
-            let (mut best, mut low) = (0, dist[0]);
-            for (i, &v) in dist.iter().enumerate().skip(1) {
-                if v < low {
-                    (best, low) = (i, v);
-                }
-            }
-            best as i64
-        })
-        .collect();
-    Tensor::from_slice(&nearest)
+            // Block numbers are exact in f32 (k < 2^24), which keeps the select one width.
+            keep_lower(&a0, &mut low0, &mut at0, b as f32);
+            keep_lower(&a1, &mut low1, &mut at1, b as f32);
+        }
+        out[r] = first_lowest(&low0, &at0);
+        if s > r {
+            out[s] = first_lowest(&low1, &at1);
+        }
+        r += 2;
+    }
+}
+
+/// Lane by lane, the lower of `acc` and `low` into `low`, and `block` into `at` where `acc` is
+/// strictly lower: each lane keeps the first block of its smallest distance.
+#[inline(always)]
+fn keep_lower(acc: &[f32; LANES], low: &mut [f32; LANES], at: &mut [f32; LANES], block: f32) {
+    for l in 0..LANES {
+        let better = acc[l] < low[l];
+        low[l] = if better { acc[l] } else { low[l] };
+        at[l] = if better { block } else { at[l] };
+    }
+}
+
+/// The row's nearest centroid from its lane minima: the smallest value and, of equal ones, the
+/// lowest index (0 when every distance is infinite or NaN, as a scan from centroid 0 gives).
+#[inline(always)]
+fn first_lowest(low: &[f32; LANES], at: &[f32; LANES]) -> i64 {
+    let (mut best, mut value) = (usize::MAX, f32::INFINITY);
+    for l in 0..LANES {
+        let c = at[l] as usize * LANES + l;
+        if low[l] < value || (low[l] == value && c < best) {
+            (best, value) = (c, low[l]);
+        }
+    }
+    if best == usize::MAX { 0 } else { best as i64 }
 }
 
 #[cfg(test)]
@@ -336,6 +428,76 @@ mod tests {
             let same = direct.eq_tensor(&matrix).sum(Kind::Int64).int64_value(&[]);
             // Rounding may swap two centroids within 1e-6 of each other; never more than one.
             assert!(same >= m - 1, "{same} of {m} rows agree (d = {d}, k = {k})");
+        }
+    }
+
+    /// Blocked and scalar scans agree bit for bit (multiply-adds fused as the kernel fuses them),
+    /// duplicated centroids included: of equally near ones the lowest index wins, whichever block
+    /// or lane it sits in.
+    #[test]
+    fn direct_assignment_takes_the_first_of_equal_centroids() {
+        let mut rng = Rng::new(12);
+        let (m, d, k) = (301, 6, 75);
+        let pts = rng.normal_of(&[m, d], 1.0);
+        let c = rng.normal_of(&[k, d], 1.0);
+        // Copies of centroid 3 in another lane of its block and in two later blocks.
+        for copy in [9, 40, 70] {
+            c.get(copy).copy_(&c.get(3));
+        }
+        let norms = c.square().sum_dim_intlist(1, false, None::<Kind>);
+        let got = Vec::<i64>::try_from(nearest_direct(&pts, &c, &norms)).unwrap();
+        let (x, cs, ns) = (
+            Vec::<f32>::try_from(pts.view(-1)).unwrap(),
+            Vec::<f32>::try_from(c.view(-1)).unwrap(),
+            Vec::<f32>::try_from(norms).unwrap(),
+        );
+        let fused = crate::train::vector::has_avx2_fma();
+        let mut hits = 0;
+        for r in 0..m as usize {
+            let dist = |i: usize| {
+                let mut a = ns[i];
+                for j in 0..d as usize {
+                    let (v, c) = (x[r * d as usize + j], -2.0 * cs[i * d as usize + j]);
+                    a = if fused { v.mul_add(c, a) } else { v * c + a };
+                }
+                a
+            };
+            let (mut best, mut low) = (0, dist(0));
+            for i in 1..k as usize {
+                if dist(i) < low {
+                    (best, low) = (i, dist(i));
+                }
+            }
+            assert_eq!(got[r], best as i64, "row {r}");
+            hits += usize::from(best == 3);
+        }
+        assert!(hits > 0, "some rows are nearest to the duplicated centroid");
+    }
+
+    /// Timing of one assignment (not a test of speed: run with --ignored --nocapture).
+    #[test]
+    #[ignore]
+    fn time_direct_assignment() {
+        let mut rng = Rng::new(1);
+        for d in [3, 10, 50] {
+            let pts = rng.normal_of(&[98_000, d], 1.0);
+            let c = rng.normal_of(&[256, d], 1.0);
+            let norms = c.square().sum_dim_intlist(1, false, None::<Kind>);
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                let _ = nearest_direct(&pts, &c, &norms);
+            }
+            let direct = t.elapsed().as_secs_f64() / 5.0;
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                let _ = nearest_matrix(&pts, &c, &norms);
+            }
+            let matrix = t.elapsed().as_secs_f64() / 5.0;
+            eprintln!(
+                "d={d}: direct {:.1} ms, matrix {:.1} ms",
+                direct * 1e3,
+                matrix * 1e3
+            );
         }
     }
 
