@@ -10,10 +10,10 @@ use crate::composer::ComposerKind;
 use crate::train::model::ComposerNet;
 use crate::train::parallel::{chunks, par_chunks};
 use crate::train::quantize::additive::{additive_decode, chunk};
-use crate::train::quantize::ils;
 use crate::train::quantize::kmeans::KMeans;
 use crate::train::quantize::lsq::{self, NormalEquations};
 use crate::train::quantize::rq;
+use crate::train::quantize::{beam, ils};
 use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
 use crate::train::training_set::{Decoder, TrainingSet};
@@ -77,13 +77,26 @@ pub(super) fn stage_rq(
     out.progress.message(&format!(
         "rq: tables by residual k-means on {m} words, every word encoded by beam search (width {beam})"
     ));
-    let codes = set.encode_all(
-        out,
-        None,
-        rq::memory_per_row(beam, set.k, set.d),
-        || tables.shallow_clone(),
-        |t, xc, _| rq::beam_encode(xc, t, beam),
-    );
+    // The pairwise search when its table fits (K=256 up to D=32): the same codes, faster.
+    let codes = match (set.device == tch::Device::Cpu)
+        .then(|| ils::PairTerms::new(&tables))
+        .flatten()
+    {
+        Some(terms) => set.encode_all(
+            out,
+            None,
+            beam::memory_per_row(set.k, set.num_codebooks),
+            || terms.shallow_clone(),
+            |t, xc, _| beam::encode(t, xc, beam as usize),
+        ),
+        None => set.encode_all(
+            out,
+            None,
+            rq::memory_per_row(beam, set.k, set.d),
+            || tables.shallow_clone(),
+            |t, xc, _| rq::beam_encode(xc, t, beam),
+        ),
+    };
     let decoder = Decoder::Additive(tables.shallow_clone());
     out.finish(set, "rq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok((tables, codes))

@@ -77,9 +77,29 @@ impl PairTerms {
         }
     }
 
+    /// Code positions D.
+    pub fn books(&self) -> usize {
+        self.books
+    }
+
+    /// Codes per position K.
+    pub fn codes(&self) -> usize {
+        self.k
+    }
+
+    /// The unary terms `‖T_i[c]‖² − 2·x·T_i[c]` of rows `target` `[B, d]`, `[B·D·K]` on the CPU.
+    pub fn unary(&self, target: &Tensor) -> Vec<f32> {
+        tch::no_grad(|| {
+            let u =
+                self.norms.unsqueeze(0) - target.to_kind(Kind::Float).matmul(&self.flat.tr()) * 2.0;
+            Vec::<f32>::try_from(u.to_device(Device::Cpu).contiguous().view(-1))
+                .expect("float unary terms")
+        })
+    }
+
     /// The K costs that code `c` at position `j` adds to position `i`.
     #[inline(always)]
-    fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
+    pub(super) fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
         let k = self.k;
         let at = ((i * self.books + j) * k + c) * k;
         &self.pair[at..at + k]
@@ -105,12 +125,7 @@ pub fn encode(
 ) -> Tensor {
     let books = terms.books;
     let rows = target.size()[0] as usize;
-    let unary = tch::no_grad(|| {
-        let u =
-            terms.norms.unsqueeze(0) - target.to_kind(Kind::Float).matmul(&terms.flat.tr()) * 2.0;
-        Vec::<f32>::try_from(u.to_device(Device::Cpu).contiguous().view(-1))
-            .expect("float unary terms")
-    });
+    let unary = terms.unary(target);
     let mut all: Vec<i64> = Vec::try_from(
         codes
             .to_kind(Kind::Int64)
