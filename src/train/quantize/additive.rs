@@ -57,3 +57,13 @@ pub fn chunk(
         None => (xc, cc),
     }
 }
+
+/// Squared error of every row of `x` decoded from `codes` by the additive `tables` (tests).
+#[cfg(test)]
+pub fn row_errors(x: &Tensor, tables: &Tensor, codes: &Tensor) -> Vec<f64> {
+    let e = (x - additive_decode(tables, codes))
+        .square()
+        .sum_dim_intlist(1, false, None::<Kind>)
+        .to_kind(Kind::Double);
+    Vec::try_from(e).expect("f64 errors")
+}

@@ -128,19 +128,10 @@ fn shrink(cand: &mut Vec<Candidate>, keep: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Kind;
 
-    use crate::train::quantize::additive::additive_decode;
+    use crate::train::quantize::additive::{additive_decode, row_errors};
     use crate::train::quantize::rq;
     use crate::train::rng::Rng;
-
-    fn row_errors(x: &Tensor, tables: &Tensor, codes: &Tensor) -> Vec<f64> {
-        let e = (x - additive_decode(tables, codes))
-            .square()
-            .sum_dim_intlist(1, false, None::<Kind>)
-            .to_kind(Kind::Double);
-        Vec::try_from(e).unwrap()
-    }
 
     /// The pairwise search finds what the residual search finds (up to rounding between equally
     /// good encodings), and the exact codes when the beam covers every prefix.

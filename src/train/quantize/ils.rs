@@ -337,17 +337,9 @@ fn argmin_from(costs: &[f32], current: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::quantize::additive::additive_decode;
+    use crate::train::quantize::additive::{additive_decode, row_errors};
     use crate::train::quantize::lsq;
     use crate::train::rng::Rng;
-
-    fn row_errors(x: &Tensor, tables: &Tensor, codes: &Tensor) -> Vec<f64> {
-        let e = (x - additive_decode(tables, codes))
-            .square()
-            .sum_dim_intlist(1, false, None::<Kind>)
-            .to_kind(Kind::Double);
-        Vec::try_from(e).unwrap()
-    }
 
     #[test]
     fn icm_in_pairwise_form_equals_the_direct_icm_and_search_never_worsens_a_row() {

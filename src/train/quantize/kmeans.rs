@@ -474,33 +474,6 @@ mod tests {
         assert!(hits > 0, "some rows are nearest to the duplicated centroid");
     }
 
-    /// Timing of one assignment (not a test of speed: run with --ignored --nocapture).
-    #[test]
-    #[ignore]
-    fn time_direct_assignment() {
-        let mut rng = Rng::new(1);
-        for d in [3, 10, 50] {
-            let pts = rng.normal_of(&[98_000, d], 1.0);
-            let c = rng.normal_of(&[256, d], 1.0);
-            let norms = c.square().sum_dim_intlist(1, false, None::<Kind>);
-            let t = std::time::Instant::now();
-            for _ in 0..5 {
-                let _ = nearest_direct(&pts, &c, &norms);
-            }
-            let direct = t.elapsed().as_secs_f64() / 5.0;
-            let t = std::time::Instant::now();
-            for _ in 0..5 {
-                let _ = nearest_matrix(&pts, &c, &norms);
-            }
-            let matrix = t.elapsed().as_secs_f64() / 5.0;
-            eprintln!(
-                "d={d}: direct {:.1} ms, matrix {:.1} ms",
-                direct * 1e3,
-                matrix * 1e3
-            );
-        }
-    }
-
     #[test]
     fn progressive_dims_grow_to_the_full_width() {
         assert_eq!(
