@@ -15,7 +15,40 @@ pub fn par_chunks<S, T, F>(
     states: Vec<S>,
     chunks: &[(i64, i64)],
     f: F,
+    on_done: impl FnMut(i64),
+) -> (Vec<S>, Vec<T>)
+where
+    S: Send,
+    T: Send,
+    F: Fn(&mut S, i64, i64) -> T + Sync,
+{
+    run(states, chunks, f, on_done, true)
+}
+
+/// [`par_chunks`] for a pass that the caller repeats with the same sizes (a Lloyd iteration):
+/// the pages of its temporaries stay with the allocator for the next pass instead of being
+/// handed back and faulted in again (measured: a tenth of k-means' time went to zeroing them).
+/// The caller releases them when the repeats end.
+pub fn par_chunks_repeated<S, T, F>(
+    states: Vec<S>,
+    chunks: &[(i64, i64)],
+    f: F,
+    on_done: impl FnMut(i64),
+) -> (Vec<S>, Vec<T>)
+where
+    S: Send,
+    T: Send,
+    F: Fn(&mut S, i64, i64) -> T + Sync,
+{
+    run(states, chunks, f, on_done, false)
+}
+
+fn run<S, T, F>(
+    states: Vec<S>,
+    chunks: &[(i64, i64)],
+    f: F,
     mut on_done: impl FnMut(i64),
+    release: bool,
 ) -> (Vec<S>, Vec<T>)
 where
     S: Send,
@@ -81,7 +114,9 @@ where
         }
         // The workers are gone; their allocator arenas keep the pages of every chunk's
         // temporaries unless handed back, and the next pass allocates other sizes on top.
-        crate::train::allocator::release_free_memory();
+        if release {
+            crate::train::allocator::release_free_memory();
+        }
         all.sort_by_key(|(j, _)| *j);
         (states, all.into_iter().map(|(_, t)| t).collect())
     })

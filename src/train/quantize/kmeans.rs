@@ -10,7 +10,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::chunk_rows;
-use crate::train::parallel::{chunks, par_chunks};
+use crate::train::parallel::{chunks, par_chunks, par_chunks_repeated};
 use crate::train::rng::Rng;
 use crate::train::vector::madd;
 
@@ -40,26 +40,53 @@ pub struct KMeans {
 impl KMeans {
     /// `k` centroids `[k, d]` of `points` `[m, d]` (on the CPU or one device).
     pub fn fit(&self, points: &Tensor, rng: &mut Rng) -> Tensor {
+        let centroids = self.fit_rounds(points, rng);
+        // The Lloyd passes kept their temporaries' pages for one another; hand them back.
+        crate::train::allocator::release_free_memory();
+        centroids
+    }
+
+    fn fit_rounds(&self, points: &Tensor, rng: &mut Rng) -> Tensor {
         tch::no_grad(|| {
             let d = points.size()[1];
             if self.progressive_rounds == 0 || d <= 1 {
                 let init = random_rows(points, self.k, rng);
                 return self.lloyd(points, init);
             }
-            let (rotated, axes, mean) = principal_axes(points, self.workers);
+            let rounds = progressive_dims(d, self.progressive_rounds);
+            // The last round runs on the points as they are (a rotation keeps distances), so
+            // they are rotated only as far as the round before needs.
+            let last = *rounds.last().expect("at least one round");
+            let before = rounds
+                .iter()
+                .copied()
+                .filter(|&r| r < last)
+                .max()
+                .unwrap_or(0);
+            let (rotated, axes, mean) = principal_axes(points, before.max(1), self.workers);
             let mut centroids: Option<Tensor> = None;
             let mut used = 0;
-            for dims in progressive_dims(d, self.progressive_rounds) {
+            for dims in rounds {
                 if dims == used {
                     continue;
                 }
+                let init = |sub: &Tensor, rng: &mut Rng| random_rows(sub, self.k, rng);
+                if dims == last {
+                    let start = match centroids.take() {
+                        // Back from the principal axes to the points' own coordinates; the
+                        // dimensions not used yet start at their mean.
+                        Some(c) => c.matmul(&axes.narrow(1, 0, used).tr()) + &mean,
+                        None => init(points, rng),
+                    };
+                    return self.lloyd(points, start);
+                }
                 let sub = rotated.narrow(1, 0, dims).contiguous();
-                let init = match centroids.take() {
-                    None => random_rows(&sub, self.k, rng),
+                let start = match centroids.take() {
+                    None => init(&sub, rng),
                     // Warm start: the new dimensions start at their mean (zero after rotation).
                     Some(c) => c.pad([0, dims - used], "constant", Some(0.0)),
                 };
-                centroids = Some(self.lloyd(&sub, init));
+                centroids = Some(self.lloyd(&sub, start));
                 used = dims;
             }
             let c = centroids.expect("at least one round");
@@ -82,7 +109,7 @@ impl KMeans {
                     )
                 })
                 .collect();
-            let (_, partial) = par_chunks(
+            let (_, partial) = par_chunks_repeated(
                 states,
                 &parts,
                 |(p, c, n), s, len| {
@@ -167,21 +194,33 @@ pub fn progressive_dims(d: i64, rounds: usize) -> Vec<i64> {
         .collect()
 }
 
-/// The points in the basis of their principal axes (largest variance first), the axes as
-/// columns `[d, d]`, and the mean `[1, d]`: `points = rotated · axesᵀ + mean`.
-fn principal_axes(points: &Tensor, workers: usize) -> (Tensor, Tensor, Tensor) {
+/// Most rows whose scatter gives the principal axes (a sample evenly spaced over the rows).
+const AXES_MAX_ROWS: i64 = 32_768;
+
+/// The points on their `take` leading principal axes `[m, take]` (largest variance first),
+/// those axes as columns `[d, take]`, and the mean `[1, d]`: `points ≈ rotated · axesᵀ + mean`.
+/// The axes come from the scatter of at most [`AXES_MAX_ROWS`] rows, in f32 summed in f64:
+/// they only order the dimensions the rounds add, and the last round uses none of them.
+fn principal_axes(points: &Tensor, take: i64, workers: usize) -> (Tensor, Tensor, Tensor) {
     let (m, d) = (points.size()[0], points.size()[1]);
     let mean = points.mean_dim(0, true, Kind::Float);
-    let parts = chunks(m, chunk_rows(d));
+    let sample = if m > AXES_MAX_ROWS {
+        let pick: Vec<i64> = (0..AXES_MAX_ROWS).map(|i| i * m / AXES_MAX_ROWS).collect();
+        points.index_select(0, &Tensor::from_slice(&pick).to_device(points.device()))
+    } else {
+        points.shallow_clone()
+    };
+    let ms = sample.size()[0];
+    let parts = chunks(ms, chunk_rows(d));
     let states: Vec<_> = (0..workers.clamp(1, parts.len().max(1)))
-        .map(|_| (points.shallow_clone(), mean.shallow_clone()))
+        .map(|_| (sample.shallow_clone(), mean.shallow_clone()))
         .collect();
     let (_, partial) = par_chunks(
         states,
         &parts,
         |(p, mu), s, len| {
-            let x = (p.narrow(0, s, len) - &*mu).to_kind(Kind::Double);
-            x.tr().matmul(&x)
+            let x = p.narrow(0, s, len) - &*mu;
+            x.tr().matmul(&x).to_kind(Kind::Double)
         },
         |_| {},
     );
@@ -192,8 +231,12 @@ fn principal_axes(points: &Tensor, workers: usize) -> (Tensor, Tensor, Tensor) {
     }
     // eigh lists eigenvalues in ascending order; the largest variance comes first here.
     let (_, vectors) = scatter.linalg_eigh("L");
-    let axes = vectors.flip([1]).to_kind(Kind::Float).contiguous();
-    let parts = chunks(m, chunk_rows(2 * d));
+    let axes = vectors
+        .flip([1])
+        .narrow(1, 0, take.clamp(1, d))
+        .to_kind(Kind::Float)
+        .contiguous();
+    let parts = chunks(m, chunk_rows(d + take));
     let states: Vec<_> = (0..workers.clamp(1, parts.len().max(1)))
         .map(|_| {
             (
@@ -231,7 +274,11 @@ fn nearest(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
 
 /// [`nearest`] through the whole distance matrix (BLAS; any device).
 fn nearest_matrix(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
-    (norms.unsqueeze(0) - points.matmul(&centroids.tr()) * 2.0).argmin(1, false)
+    // `‖c‖² − 2·x·c` as one multiply-add into the broadcast norms: no further passes.
+    norms
+        .unsqueeze(0)
+        .addmm(points, &(centroids.tr() * -2.0))
+        .argmin(1, false)
 }
 
 /// Centroids scored together by [`nearest_direct`]: their distances stay in vector registers
@@ -482,6 +529,23 @@ mod tests {
         );
         assert_eq!(progressive_dims(50, 10).last(), Some(&50));
         assert_eq!(progressive_dims(1, 4), vec![1, 1, 1, 1]);
+    }
+
+    /// More rows than the scatter samples: the axes still come out in order of variance, and
+    /// only the leading ones asked for are returned and applied.
+    #[test]
+    fn principal_axes_from_a_sample_of_many_rows() {
+        let m = AXES_MAX_ROWS + 7_001;
+        let scale = Tensor::from_slice(&[1f32, 5.0, 0.2, 2.0]).view([1, 4]);
+        let pts = Rng::new(8).normal_of(&[m, 4], 1.0) * scale + 3.0;
+        let (rotated, axes, mean) = principal_axes(&pts, 2, 2);
+        assert_eq!(rotated.size(), vec![m, 2]);
+        assert_eq!(axes.size(), vec![4, 2]);
+        assert!((mean - 3.0).abs().max().double_value(&[]) < 0.05);
+        // The widest coordinate (5) first, then the next (2), each a unit axis up to sign.
+        let a = axes.abs();
+        assert!(a.double_value(&[1, 0]) > 0.999, "{a}");
+        assert!(a.double_value(&[3, 1]) > 0.999, "{a}");
     }
 
     #[test]
