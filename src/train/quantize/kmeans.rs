@@ -6,6 +6,8 @@
 //! "High-dimensional tables"). Clustering first on the leading principal
 //! dimensions, where the spread is real, then warm-starting on more and more of them (faiss's
 //! `ProgressiveDimClustering`, its residual quantizer's default) keeps every centroid in use.
+//! The axes only order the dimensions the rounds add, so they come from a sample of the points
+//! in f32, and the last round, which uses all dimensions, runs unrotated.
 
 use tch::{Device, Kind, Tensor};
 
