@@ -122,6 +122,17 @@ where
     })
 }
 
+/// Runs `f` with LibTorch's own threads set to `threads`, then puts back the count it found.
+/// For one large operation that nothing else runs beside (a Cholesky solve between passes), so
+/// that it does not leave the other workers' cores idle.
+pub fn with_torch_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+    let before = tch::get_num_threads();
+    tch::set_num_threads(threads.max(1) as i32);
+    let out = f();
+    tch::set_num_threads(before);
+    out
+}
+
 /// `(start, len)` chunks of `step` rows covering `0..n`.
 pub fn chunks(n: i64, step: i64) -> Vec<(i64, i64)> {
     let step = step.max(1);

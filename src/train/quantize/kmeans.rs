@@ -12,7 +12,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::chunk_rows;
-use crate::train::parallel::{chunks, par_chunks, par_chunks_repeated};
+use crate::train::parallel::{chunks, par_chunks, par_chunks_repeated, with_torch_threads};
 use crate::train::rng::Rng;
 use crate::train::vector::madd;
 
@@ -232,7 +232,7 @@ fn principal_axes(points: &Tensor, take: i64, workers: usize) -> (Tensor, Tensor
         scatter += s;
     }
     // eigh lists eigenvalues in ascending order; the largest variance comes first here.
-    let (_, vectors) = scatter.linalg_eigh("L");
+    let (_, vectors) = with_torch_threads(workers, || scatter.linalg_eigh("L"));
     let axes = vectors
         .flip([1])
         .narrow(1, 0, take.clamp(1, d))

@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use super::kmeans::KMeans;
+use crate::train::parallel::with_torch_threads;
 use crate::train::rng::Rng;
 
 /// Floats of scratch per row for a beam search of width `beam` over tables of `k` codes of
@@ -39,7 +40,8 @@ pub fn residual_kmeans(
         }
         let table = kmeans.fit(&points, rng);
         let norms = table.square().sum_dim_intlist(1, false, None::<Kind>);
-        state.extend(&table, &norms, beam);
+        // Every sampled row's beam extended at once: a few large products, on every worker's core.
+        with_torch_threads(kmeans.workers, || state.extend(&table, &norms, beam));
         tables.push(table);
     }
     debug_assert_eq!(state.residual.size()[0], m);
