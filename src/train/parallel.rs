@@ -124,13 +124,19 @@ where
 
 /// Runs `f` with LibTorch's own threads set to `threads`, then puts back the count it found.
 /// For one large operation that nothing else runs beside (a Cholesky solve between passes), so
-/// that it does not leave the other workers' cores idle.
+/// that it does not leave the other workers' cores idle. The count is process-wide: callers
+/// take turns, so that two trainings in one process cannot leave it changed.
 pub fn with_torch_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic in another caller's `f` leaves nothing to repair: the count is restored below.
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = tch::get_num_threads();
     tch::set_num_threads(threads.max(1) as i32);
-    let out = f();
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     tch::set_num_threads(before);
-    out
+    out.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
 }
 
 /// `(start, len)` chunks of `step` rows covering `0..n`.
@@ -144,6 +150,28 @@ pub fn chunks(n: i64, step: i64) -> Vec<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
+    /// The count is back to what it was after the call, also when the call panics, and callers
+    /// on several threads at once leave it as they found it.
+    #[test]
+    fn torch_threads_come_back_after_each_call() {
+        let before = tch::get_num_threads();
+        assert_eq!(super::with_torch_threads(3, tch::get_num_threads), 3);
+        assert_eq!(tch::get_num_threads(), before);
+        let panicked = std::panic::catch_unwind(|| super::with_torch_threads(2, || panic!("no")));
+        assert!(panicked.is_err());
+        assert_eq!(tch::get_num_threads(), before);
+        std::thread::scope(|s| {
+            for t in 1..=4 {
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        assert_eq!(super::with_torch_threads(t, tch::get_num_threads), t as i32);
+                    }
+                });
+            }
+        });
+        assert_eq!(tch::get_num_threads(), before);
+    }
+
     use super::*;
     use tch::{Device, Kind, Tensor};
 
