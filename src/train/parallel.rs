@@ -122,14 +122,25 @@ where
     })
 }
 
-/// Runs `f` with LibTorch's own threads set to `threads`, then puts back the count it found.
-/// For one large operation that nothing else runs beside (a Cholesky solve between passes), so
-/// that it does not leave the other workers' cores idle. The count is process-wide: callers
-/// take turns, so that two trainings in one process cannot leave it changed.
+/// Turns at LibTorch's process-wide thread count, so that two trainings in one process never
+/// interleave their changes to it.
+static TORCH_THREADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Sets LibTorch's own thread count (process-wide), in turn with [`with_torch_threads`].
+pub fn set_torch_threads(threads: usize) {
+    let _turn = TORCH_THREADS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::set_num_threads(threads.max(1) as i32);
+}
+
+/// Runs `f` with LibTorch's own threads set to `threads`, then puts back the count it found,
+/// also when `f` panics. For one large operation that nothing else runs beside (a Cholesky
+/// solve between passes), so that it does not leave the other workers' cores idle. Callers
+/// take turns (with each other and [`set_torch_threads`]); `f` must not call either.
 pub fn with_torch_threads<T>(threads: usize, f: impl FnOnce() -> T) -> T {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A panic in another caller's `f` leaves nothing to repair: the count is restored below.
-    let _turn = TURN
+    let _turn = TORCH_THREADS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = tch::get_num_threads();
@@ -150,30 +161,26 @@ pub fn chunks(n: i64, step: i64) -> Vec<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    /// The count is back to what it was after the call, also when the call panics, and callers
-    /// on several threads at once leave it as they found it.
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    /// Callers on several threads at once each run with their own count (other tests that
+    /// train set theirs through the same turns), and a panicking call hands its turn on.
     #[test]
-    fn torch_threads_come_back_after_each_call() {
-        let before = tch::get_num_threads();
-        assert_eq!(super::with_torch_threads(3, tch::get_num_threads), 3);
-        assert_eq!(tch::get_num_threads(), before);
-        let panicked = std::panic::catch_unwind(|| super::with_torch_threads(2, || panic!("no")));
-        assert!(panicked.is_err());
-        assert_eq!(tch::get_num_threads(), before);
+    fn torch_threads_are_set_for_each_call_in_turn() {
         std::thread::scope(|s| {
             for t in 1..=4 {
                 s.spawn(move || {
                     for _ in 0..50 {
-                        assert_eq!(super::with_torch_threads(t, tch::get_num_threads), t as i32);
+                        assert_eq!(with_torch_threads(t, tch::get_num_threads), t as i32);
                     }
                 });
             }
         });
-        assert_eq!(tch::get_num_threads(), before);
+        let panicked = std::panic::catch_unwind(|| with_torch_threads(2, || panic!("no")));
+        assert!(panicked.is_err());
+        assert_eq!(with_torch_threads(3, tch::get_num_threads), 3);
     }
-
-    use super::*;
-    use tch::{Device, Kind, Tensor};
 
     #[test]
     fn results_come_back_in_chunk_order_with_states() {

@@ -31,7 +31,7 @@ pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, Train
     if set.device == Device::Cpu {
         // Parallelism comes from row chunks on plain threads (see `parallel`); LibTorch's own
         // spinning pool would only compete with them.
-        tch::set_num_threads(1);
+        crate::train::parallel::set_torch_threads(1);
     }
     // The networks' initial weights come from their own stream, so that the stages before them
     // draw the same numbers whatever the composer: `--composer conditioned` starts from exactly

@@ -68,11 +68,11 @@ impl KMeans {
             let (rotated, axes, mean) = principal_axes(points, before.max(1), self.workers);
             let mut centroids: Option<Tensor> = None;
             let mut used = 0;
+            let init = |sub: &Tensor, rng: &mut Rng| random_rows(sub, self.k, rng);
             for dims in rounds {
                 if dims == used {
                     continue;
                 }
-                let init = |sub: &Tensor, rng: &mut Rng| random_rows(sub, self.k, rng);
                 if dims == last {
                     let start = match centroids.take() {
                         // Back from the principal axes to the points' own coordinates; the
