@@ -22,33 +22,27 @@ where
     T: Send,
     F: Fn(&mut S, i64, i64) -> T + Sync,
 {
-    run(states, chunks, f, on_done, true)
+    par_chunks_with(states, chunks, f, on_done, Pages::Release)
 }
 
-/// [`par_chunks`] for a pass that the caller repeats with the same sizes (a Lloyd iteration):
-/// the pages of its temporaries stay with the allocator for the next pass instead of being
-/// handed back and faulted in again (measured: a tenth of k-means' time went to zeroing them).
-/// The caller releases them when the repeats end.
-pub fn par_chunks_repeated<S, T, F>(
-    states: Vec<S>,
-    chunks: &[(i64, i64)],
-    f: F,
-    on_done: impl FnMut(i64),
-) -> (Vec<S>, Vec<T>)
-where
-    S: Send,
-    T: Send,
-    F: Fn(&mut S, i64, i64) -> T + Sync,
-{
-    run(states, chunks, f, on_done, false)
+/// What a parallel pass does with its temporaries' memory pages when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// Hand them back to the system (what [`par_chunks`] does).
+    Release,
+    /// Keep them for the next pass, which the caller repeats with the same sizes (a Lloyd
+    /// iteration), rather than hand them back and fault them in again (measured: a tenth of
+    /// k-means' time went to zeroing them). The caller releases them when the repeats end.
+    Keep,
 }
 
-fn run<S, T, F>(
+/// [`par_chunks`], with what to do with the pages of the pass's temporaries.
+pub fn par_chunks_with<S, T, F>(
     states: Vec<S>,
     chunks: &[(i64, i64)],
     f: F,
     mut on_done: impl FnMut(i64),
-    release: bool,
+    pages: Pages,
 ) -> (Vec<S>, Vec<T>)
 where
     S: Send,
@@ -114,7 +108,7 @@ where
         }
         // The workers are gone; their allocator arenas keep the pages of every chunk's
         // temporaries unless handed back, and the next pass allocates other sizes on top.
-        if release {
+        if pages == Pages::Release {
             crate::train::allocator::release_free_memory();
         }
         all.sort_by_key(|(j, _)| *j);

@@ -12,7 +12,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::chunk_rows;
-use crate::train::parallel::{chunks, par_chunks, par_chunks_repeated, with_torch_threads};
+use crate::train::parallel::{Pages, chunks, par_chunks, par_chunks_with, with_torch_threads};
 use crate::train::rng::Rng;
 use crate::train::vector::madd;
 
@@ -57,42 +57,33 @@ impl KMeans {
             }
             let rounds = progressive_dims(d, self.progressive_rounds);
             // The last round runs on the points as they are (a rotation keeps distances), so
-            // they are rotated only as far as the round before needs.
-            let last = *rounds.last().expect("at least one round");
-            let before = rounds
-                .iter()
-                .copied()
-                .filter(|&r| r < last)
-                .max()
-                .unwrap_or(0);
+            // they are rotated only as far as the rounds before it need (the rounds grow, and
+            // only the last reaches d).
+            let (&last, earlier) = rounds.split_last().expect("at least one round");
+            let before = earlier.iter().copied().max().unwrap_or(0);
             let (rotated, axes, mean) = principal_axes(points, before.max(1), self.workers);
             let mut centroids: Option<Tensor> = None;
             let mut used = 0;
-            let init = |sub: &Tensor, rng: &mut Rng| random_rows(sub, self.k, rng);
-            for dims in rounds {
+            for &dims in earlier.iter().filter(|&&r| r < last) {
                 if dims == used {
                     continue;
                 }
-                if dims == last {
-                    let start = match centroids.take() {
-                        // Back from the principal axes to the points' own coordinates; the
-                        // dimensions not used yet start at their mean.
-                        Some(c) => c.matmul(&axes.narrow(1, 0, used).tr()) + &mean,
-                        None => init(points, rng),
-                    };
-                    return self.lloyd(points, start);
-                }
                 let sub = rotated.narrow(1, 0, dims).contiguous();
                 let start = match centroids.take() {
-                    None => init(&sub, rng),
+                    None => random_rows(&sub, self.k, rng),
                     // Warm start: the new dimensions start at their mean (zero after rotation).
                     Some(c) => c.pad([0, dims - used], "constant", Some(0.0)),
                 };
                 centroids = Some(self.lloyd(&sub, start));
                 used = dims;
             }
-            let c = centroids.expect("at least one round");
-            c.matmul(&axes.narrow(1, 0, used).tr()) + mean
+            let start = match centroids {
+                // Back from the principal axes to the points' own coordinates; the dimensions
+                // not used yet start at their mean.
+                Some(c) => c.matmul(&axes.narrow(1, 0, used).tr()) + &mean,
+                None => random_rows(points, self.k, rng),
+            };
+            self.lloyd(points, start)
         })
     }
 
@@ -111,7 +102,7 @@ impl KMeans {
                     )
                 })
                 .collect();
-            let (_, partial) = par_chunks_repeated(
+            let (_, partial) = par_chunks_with(
                 states,
                 &parts,
                 |(p, c, n), s, len| {
@@ -121,6 +112,7 @@ impl KMeans {
                     (sums, a.bincount::<Tensor>(None, k))
                 },
                 |_| {},
+                Pages::Keep,
             );
             // Summed in chunk order, so that the result does not depend on the workers.
             let mut partial = partial.into_iter();
