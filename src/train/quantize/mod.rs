@@ -4,11 +4,12 @@
 //! One quantizer per file, each owning the scratch memory its encoder needs per row:
 //! [`kmeans`] (Lloyd's k-means on progressively more principal dimensions), [`rq`] (residual k-means tables, beam-search
 //! encoding; [`beam`], the same search in pairwise form), [`lsq`] (least-squares tables for fixed codes, re-encoding by iterated conditional
-//! modes; [`ils`], the same search in pairwise form with random perturbations); [`additive`] holds what they share (the additive decode, chunk sizes). Everything
+//! modes; [`cg`], the same least squares by conjugate gradients when D·K is too large to solve densely; [`ils`], the same search in pairwise form with random perturbations); [`additive`] holds what they share (the additive decode, chunk sizes). Everything
 //! works on chunks of rows so that no N×D×K or N×D×d tensor ever exists.
 
 pub mod additive;
 pub mod beam;
+pub mod cg;
 pub mod ils;
 pub mod kmeans;
 pub mod lsq;
