@@ -120,7 +120,8 @@ pub struct CompressArgs {
     pub lsq_trials: usize,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
     /// tables perturbed by noise of the rq stage's error spread / D, scaled by
-    /// (1 - round / rounds)^P, and all --lsq-rounds rounds run, the best kept (see --lsq-sample). 0: plain rounds
+    /// (1 - round / rounds)^P, the best kept; the rounds run to --lsq-rounds unless, from the
+    /// tenth, five rounds together gain less than 0.1% (see --lsq-sample). 0: plain rounds
     /// while the error falls.
     #[arg(long, default_value_t = 0.5, value_name = "P")]
     pub lsq_anneal: f64,

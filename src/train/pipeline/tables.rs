@@ -37,6 +37,12 @@ const RIDGE: f64 = 1e-4;
 /// residual, relative to the right-hand side, at which they stop.
 const CG_ITERATIONS: usize = 50;
 const CG_TOLERANCE: f64 = 1e-3;
+/// Annealed lsq rounds end early when the best error of the last `ANNEAL_WINDOW` rounds is less
+/// than `ANNEAL_MIN_GAIN` below the best before them. On the mpnet table at K=256 D=20 the 24
+/// rounds after the first gained 0.16% in all (2.0728 -> 2.0695, about 8 s each); on GloVe's 20k
+/// head at D=8 every window of 5 gains 0.3-4% to the last round, so all 25 run there.
+const ANNEAL_WINDOW: usize = 5;
+const ANNEAL_MIN_GAIN: f64 = 1e-3;
 /// ICM sweeps per re-encoding.
 pub(super) const ICM_SWEEPS: usize = 2;
 
@@ -220,6 +226,8 @@ fn rounds(
         (p, spread)
     });
     let (mut previous, mut codes) = (tables, codes);
+    // The best error after each round, to judge the annealed rounds' recent gain.
+    let mut bests = vec![best];
     for round in 1..=rounds {
         if set.out_of_time() {
             out.progress.message("lsq: time limit reached");
@@ -250,6 +258,17 @@ fn rounds(
         }
         if noise.is_none() && (!improved || gain < MIN_GAIN) {
             break;
+        }
+        bests.push(best);
+        if noise.is_some() && round >= 2 * ANNEAL_WINDOW && round < rounds {
+            let before = bests[round - ANNEAL_WINDOW];
+            if (before - best) / before.max(f64::MIN_POSITIVE) < ANNEAL_MIN_GAIN {
+                out.progress.message(&format!(
+                    "lsq: the last {ANNEAL_WINDOW} rounds gained less than {}%; annealing ends",
+                    ANNEAL_MIN_GAIN * 100.0
+                ));
+                break;
+            }
         }
         (previous, codes) = (new_tables, new_codes);
     }
