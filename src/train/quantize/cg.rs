@@ -82,12 +82,29 @@ impl Design {
                 }
             }
         });
-        let v = &*v;
+        self.sum_rows(v, Some((p, lambda)), out, d, workers);
+    }
+
+    /// `out[slot] = Σ_{rows r of slot} v[r]` (`v` `[rows · d]`) for every slot, plus
+    /// `lambda · p[slot]` when `ridge` is `Some((p, lambda))`; each slot summed in row order.
+    fn sum_rows(
+        &self,
+        v: &[f32],
+        ridge: Option<(&[f32], f32)>,
+        out: &mut [f32],
+        d: usize,
+        workers: usize,
+    ) {
         split(out, self.width, d, workers, |first, part| {
             for (j, o) in part.chunks_exact_mut(d).enumerate() {
                 let slot = first + j;
-                for (a, &b) in o.iter_mut().zip(&p[slot * d..(slot + 1) * d]) {
-                    *a = lambda * b;
+                match ridge {
+                    Some((p, lambda)) => {
+                        for (a, &b) in o.iter_mut().zip(&p[slot * d..(slot + 1) * d]) {
+                            *a = lambda * b;
+                        }
+                    }
+                    None => o.fill(0.0),
                 }
                 for &r in &self.rows_of[self.starts[slot]..self.starts[slot + 1]] {
                     for (a, &b) in o.iter_mut().zip(&v[r as usize * d..(r as usize + 1) * d]) {
@@ -119,6 +136,15 @@ fn split(
             scope.spawn(move || f(j * per, part));
         }
     });
+}
+
+/// `num[c] / den[c]` for every column, 0 where the denominator is not positive (a column whose
+/// search direction has vanished stays where it is).
+fn ratios(num: &[f64], den: &[f64]) -> Vec<f32> {
+    num.iter()
+        .zip(den)
+        .map(|(&a, &b)| if b > 0.0 { (a / b) as f32 } else { 0.0 })
+        .collect()
 }
 
 /// Sums over the slots of each of the `d` columns of `a ⊙ b` (`[DK · d]` each), in f64.
@@ -186,16 +212,7 @@ impl CgFit {
         let xs = Vec::<f32>::try_from(flat(x, Kind::Float)).expect("float rows");
         // The right-hand side AᵀX, slot by slot in row order.
         let mut rhs = vec![0f32; width * d];
-        split(&mut rhs, width, d, workers, |first, part| {
-            for (j, o) in part.chunks_exact_mut(d).enumerate() {
-                let slot = first + j;
-                for &r in &design.rows_of[design.starts[slot]..design.starts[slot + 1]] {
-                    for (a, &b) in o.iter_mut().zip(&xs[r as usize * d..(r as usize + 1) * d]) {
-                        *a += b;
-                    }
-                }
-            }
-        });
+        design.sum_rows(&xs, None, &mut rhs, d, workers);
         drop(xs);
         let lambda = (ridge * (n as f64 / k as f64).max(1.0)) as f32;
         let inv_diag: Vec<f32> = (0..width)
@@ -227,11 +244,7 @@ impl CgFit {
             }
             design.apply(&p, lambda, &mut scratch, &mut ap, d, workers);
             let pap = column_dots(&p, &ap, d);
-            let alpha: Vec<f32> = rz
-                .iter()
-                .zip(&pap)
-                .map(|(&a, &b)| if b > 0.0 { (a / b) as f32 } else { 0.0 })
-                .collect();
+            let alpha = ratios(&rz, &pap);
             for ((tr, rr), (pr, apr)) in t
                 .chunks_exact_mut(d)
                 .zip(r.chunks_exact_mut(d))
@@ -244,11 +257,7 @@ impl CgFit {
             }
             z = precondition(&r);
             let rz_new = column_dots(&r, &z, d);
-            let beta: Vec<f32> = rz_new
-                .iter()
-                .zip(&rz)
-                .map(|(&a, &b)| if b > 0.0 { (a / b) as f32 } else { 0.0 })
-                .collect();
+            let beta = ratios(&rz_new, &rz);
             for (pr, zr) in p.chunks_exact_mut(d).zip(z.chunks_exact(d)) {
                 for c in 0..d {
                     pr[c] = zr[c] + beta[c] * pr[c];
