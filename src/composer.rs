@@ -10,6 +10,7 @@
 //! | kind     | output `y` (width d)                                                      | tensors besides `codebooks` |
 //! |----------|---------------------------------------------------------------------------|-----------------------------|
 //! | `linear` | `W_out s + b_out`                                                         | `composer.out.weight [d, d']`, `composer.out.bias [d]` |
+//! | `sum`    | `s` (needs `d' = d`): `linear` with `W_out` the identity and `b_out = 0`, stored without them | none |
 //! | `mlp`    | `W_out s + b_out + W_ho tanh(W_h s + b_h)` (hidden layer as a residual)   | linear's, `composer.hidden.weight [h, d']`, `composer.hidden.bias [h]`, `composer.hidden_out.weight [d, h]` |
 //! | `lstm`   | `W_out Σ_t h_t + b_out`, `h_t` the LSTM state after reading `e_0..e_t`    | `composer.lstm.weight_ih [4h, d']`, `composer.lstm.weight_hh [4h, h]`, `composer.lstm.bias_ih [4h]`, `composer.lstm.bias_hh [4h]`, `composer.out.weight [d, h]`, `composer.out.bias [d]` |
 //! | `concat` | the first d values of `e_0 ‖ e_1 ‖ … ‖ e_{D-1}` (needs `D·d' ≥ d`)          | none |
@@ -58,17 +59,20 @@ pub enum ComposerKind {
     Split,
     /// Code vectors added in order, each corrected by a shared network that sees the sum so far.
     Conditioned,
+    /// Sum of code vectors (d' = d): linear with the identity map, stored without it.
+    Sum,
 }
 
 impl ComposerKind {
     /// Every kind, in the order of their codes in the `.kdz` model section.
-    pub const ALL: [ComposerKind; 6] = [
+    pub const ALL: [ComposerKind; 7] = [
         ComposerKind::Linear,
         ComposerKind::Mlp,
         ComposerKind::Lstm,
         ComposerKind::Concat,
         ComposerKind::Split,
         ComposerKind::Conditioned,
+        ComposerKind::Sum,
     ];
 
     /// Whether the output is assembled from slices of the code vectors (`concat`, `split`)
@@ -94,6 +98,7 @@ impl ComposerKind {
             ComposerKind::Concat => "concat",
             ComposerKind::Split => "split",
             ComposerKind::Conditioned => "conditioned",
+            ComposerKind::Sum => "sum",
         }
     }
 
@@ -254,7 +259,7 @@ impl Composer {
                 v.push((COND_STEP, vec![dd, h]));
                 v.push((COND_OUT_WEIGHT, vec![d, h]));
             }
-            ComposerKind::Concat | ComposerKind::Split => {}
+            ComposerKind::Concat | ComposerKind::Split | ComposerKind::Sum => {}
         }
         v
     }
@@ -280,10 +285,14 @@ impl Composer {
         {
             return bad("the hidden width must be positive for mlp, lstm and conditioned");
         }
-        if c.kind == ComposerKind::Conditioned && c.code_dim != c.out_dim {
+        if matches!(c.kind, ComposerKind::Conditioned | ComposerKind::Sum)
+            && c.code_dim != c.out_dim
+        {
             return bad(&format!(
-                "conditioned adds code vectors to the output: d' must equal d = {}, got {}",
-                c.out_dim, c.code_dim
+                "{} adds code vectors to the output: d' must equal d = {}, got {}",
+                c.kind.name(),
+                c.out_dim,
+                c.code_dim
             ));
         }
         if c.kind == ComposerKind::Concat
@@ -352,6 +361,38 @@ impl Composer {
     /// One tensor's values. Only called with names `new` has checked.
     fn t(&self, name: &str) -> &[f32] {
         &self.tensors[name].data
+    }
+
+    /// The same decode with fewer tensors: a `linear` composer whose map is exactly the identity
+    /// and whose bias is exactly zero (what least-squares tables give, d' = d) becomes `sum`,
+    /// which stores neither (on the 768-dimensional mpnet table at K=256, 589,824 values: 12% of a
+    /// 160-bit file). Anything else is returned as it is.
+    pub fn simplified(self) -> Self {
+        let c = self.config;
+        let is_identity = |w: &Tensor| {
+            w.data
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == if i % (c.out_dim + 1) == 0 { 1.0 } else { 0.0 })
+        };
+        if c.kind != ComposerKind::Linear
+            || c.code_dim != c.out_dim
+            || !is_identity(&self.tensors[OUT_WEIGHT])
+            || self.tensors[OUT_BIAS].data.iter().any(|&b| b != 0.0)
+        {
+            return self;
+        }
+        let mut tensors = self.tensors;
+        tensors.retain(|name, _| name == CODEBOOKS);
+        Composer::new(
+            ComposerConfig {
+                kind: ComposerKind::Sum,
+                hidden: 0,
+                ..c
+            },
+            tensors,
+        )
+        .expect("the codebooks of a valid linear composer with d' = d make a valid sum")
     }
 
     /// Number of f32 parameters.
@@ -441,7 +482,8 @@ impl Composer {
                 }
                 Some(table)
             }
-            ComposerKind::Concat | ComposerKind::Split => None,
+            // The codebooks are already the table a sum gathers from.
+            ComposerKind::Concat | ComposerKind::Split | ComposerKind::Sum => None,
         }
     }
 
@@ -453,7 +495,7 @@ impl Composer {
             ComposerKind::Mlp => c.code_dim + c.hidden,
             ComposerKind::Lstm => 8 * c.hidden + c.code_dim,
             ComposerKind::Conditioned => c.out_dim + 3 * c.hidden,
-            ComposerKind::Concat | ComposerKind::Split => 0,
+            ComposerKind::Concat | ComposerKind::Split | ComposerKind::Sum => 0,
         }
     }
 
@@ -559,6 +601,7 @@ impl Composer {
                 add(out, self.t(OUT_BIAS));
             }
             ComposerKind::Conditioned => self.decode_conditioned(codes, out, scratch),
+            ComposerKind::Sum => gather_sum(cb, codes, k, out),
         }
     }
 
@@ -667,7 +710,8 @@ impl ComposerConfig {
             ComposerKind::Linear
             | ComposerKind::Mlp
             | ComposerKind::Lstm
-            | ComposerKind::Conditioned => None,
+            | ComposerKind::Conditioned
+            | ComposerKind::Sum => None,
         }
     }
 }
@@ -833,6 +877,77 @@ mod tests {
         // codes (1, 0): s = [1 + 10, -1 - 10] = [11, -11]; y = 22 - 11 + 0.5
         c.decode(&[1, 0], &mut out);
         assert_eq!(out, [11.5]);
+    }
+
+    #[test]
+    fn sum_by_hand_and_only_with_code_vectors_as_wide_as_the_output() {
+        let c = Composer::new(cfg(ComposerKind::Sum, 0, 2), tensors(&[codebooks()])).unwrap();
+        let mut out = [0f32; 2];
+        c.decode(&[1, 0], &mut out);
+        assert_eq!(out, [11.0, -11.0]);
+        assert_eq!(c.num_params(), 8);
+        let err = Composer::new(cfg(ComposerKind::Sum, 0, 3), tensors(&[codebooks()]));
+        assert!(
+            matches!(&err, Err(ComposerError::Config { reason }) if reason.contains("d' must equal d = 3")),
+            "{err:?}"
+        );
+    }
+
+    /// A linear composer with the identity map and zero bias becomes `sum` and decodes every code
+    /// row to the same bits; one value off the identity (or a bias) keeps it linear.
+    #[test]
+    fn simplified_turns_an_identity_linear_into_sum_with_the_same_decode() {
+        let (dd, k, d) = (3, 5, 4);
+        let books: Vec<f32> = (0..dd * k * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut eye = vec![0f32; d * d];
+        for i in 0..d {
+            eye[i * (d + 1)] = 1.0;
+        }
+        let linear = |w: Vec<f32>, b: Vec<f32>| {
+            let config = ComposerConfig {
+                kind: ComposerKind::Linear,
+                num_codebooks: dd,
+                num_codes: k,
+                code_dim: d,
+                hidden: 7,
+                out_dim: d,
+            };
+            Composer::new(
+                config,
+                tensors(&[
+                    (CODEBOOKS, vec![dd, k, d], books.clone()),
+                    (OUT_WEIGHT, vec![d, d], w),
+                    (OUT_BIAS, vec![d], b),
+                ]),
+            )
+            .unwrap()
+        };
+        let before = linear(eye.clone(), vec![0.0; d]);
+        let after = before.clone().simplified();
+        assert_eq!(after.config().kind, ComposerKind::Sum);
+        assert_eq!(after.config().hidden, 0);
+        assert_eq!(
+            after.tensors().keys().collect::<Vec<_>>(),
+            vec![CODEBOOKS],
+            "only the code vectors are kept"
+        );
+        let codes: Vec<u16> = (0..k.pow(dd as u32))
+            .flat_map(|r| (0..dd).map(move |i| (r / k.pow(i as u32) % k) as u16))
+            .collect();
+        let n = codes.len() / dd;
+        let (mut a, mut b) = (vec![0f32; n * d], vec![0f32; n * d]);
+        before.decode_batch(&codes, &mut a);
+        after.decode_batch(&codes, &mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+
+        let mut off = eye.clone();
+        off[1] = 1e-7;
+        let biased = |b: f32| linear(eye.clone(), vec![0.0, b, 0.0, 0.0]);
+        for kept in [linear(off, vec![0.0; d]), biased(-1e-7)] {
+            assert_eq!(kept.simplified().config().kind, ComposerKind::Linear);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub enum Method {
     #[serde(rename = "kd")]
     Kd,
     /// Deep compositional code learning (Shu & Nakayama 2018): Gumbel-softmax encoder, decoder a
-    /// plain sum of code vectors (the `linear` composer with an identity map).
+    /// plain sum of code vectors (the `sum` composer).
     #[value(name = "dccl")]
     #[serde(rename = "dccl")]
     Dccl,

@@ -387,6 +387,7 @@ fn the_lsq_best_mark_names_the_error_that_earned_it() {
 /// the same training's weights rounded to f16 (format 1.2), and both runs say what f16 costs.
 #[test]
 fn precision_chooses_how_the_tables_are_stored() {
+    use kdcompress::composer::ComposerKind;
     use kdcompress::format::{Kdz, TensorDtype};
     let dir = TempDir::new().unwrap();
     let run = |precision: &str| {
@@ -418,7 +419,9 @@ fn precision_chooses_how_the_tables_are_stored() {
         (Kdz::open(&out).unwrap(), line)
     };
     let (f32_file, f32_line) = run("f32");
-    assert_eq!(f32_file.version(), (1, 1), "{f32_line}");
+    // Least-squares tables decode through the `sum` composer (format 1.3) whatever the dtype.
+    assert_eq!(f32_file.version(), (1, 3), "{f32_line}");
+    assert_eq!(f32_file.composer().config().kind, ComposerKind::Sum);
     assert!(
         f32_file
             .tensor_dtypes()
@@ -431,7 +434,7 @@ fn precision_chooses_how_the_tables_are_stored() {
         "{f32_line}"
     );
     let (f16_file, f16_line) = run("f16");
-    assert_eq!(f16_file.version(), (1, 2), "{f16_line}");
+    assert_eq!(f16_file.version(), (1, 3), "{f16_line}");
     assert!(
         f16_line.starts_with("storage       f16 tables and composer (as asked): mse "),
         "{f16_line}"

@@ -166,10 +166,10 @@ fn every_composer_kind_round_trips_through_a_file() {
             k: 16,
             d_codebooks: 8,
             // Split: 11 columns over 8 groups, widths 1 and 2.
-            // Conditioned adds code vectors to the output: d' = d.
+            // Conditioned and sum add code vectors to the output: d' = d.
             code_dim: match kind {
                 ComposerKind::Split => 2,
-                ComposerKind::Conditioned => 6,
+                ComposerKind::Conditioned | ComposerKind::Sum => 6,
                 _ => 4,
             },
             hidden: 5,
@@ -929,7 +929,7 @@ fn error_unknown_composer_kind_asks_for_a_newer_reader() {
         err,
         FormatError::UnknownComposerKind {
             kind: 7,
-            max_known: 5,
+            max_known: 6,
             major: 1,
             minor: 2,
             ..
@@ -937,7 +937,7 @@ fn error_unknown_composer_kind_asks_for_a_newer_reader() {
     ));
     assert!(
         msg.contains("model section (offset 384) uses composer kind 7")
-            && msg.contains("kinds 0 to 5 of format 1.2; the file is format 1.2")
+            && msg.contains("kinds 0 to 6 of format 1.3; the file is format 1.2")
             && msg.contains("a newer kdcompress is needed"),
         "{msg}"
     );

@@ -53,8 +53,8 @@ fn tensors_section_len(kdz: &Kdz) -> u64 {
 }
 
 /// Every kind written as f16 reads back as the rounded weights, decodes exactly as those do and
-/// within f16's rounding of the f32 table, in a file of format 1.2 whose tensors take half the
-/// bytes.
+/// within f16's rounding of the f32 table, in a file of format 1.2 (1.3 for `sum`) whose tensors
+/// take half the bytes.
 #[test]
 fn every_composer_kind_round_trips_as_f16() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +63,8 @@ fn every_composer_kind_round_trips_as_f16() {
         let path = dir.path().join(format!("{}.kdz", kind.name()));
         format::write_as(&path, &c, TensorDtype::F16).unwrap();
         let kdz = Kdz::open(&path).unwrap();
-        assert_eq!(kdz.version(), (1, 2), "{kind:?}");
+        let minor = if kind == ComposerKind::Sum { 3 } else { 2 };
+        assert_eq!(kdz.version(), (1, minor), "{kind:?}");
         assert_eq!(kdz.tensor_dtypes().len(), c.composer.tensors().len());
         assert!(
             kdz.tensor_dtypes().values().all(|&d| d == TensorDtype::F16),
@@ -114,10 +115,10 @@ fn f32_files_stay_format_1_1() {
         let c = random(4, shape(kind));
         let file = format::to_bytes_as(&c, TensorDtype::F32).unwrap();
         assert_eq!(file, format::to_bytes(&c).unwrap());
-        let minor = if [Linear, Mlp, Lstm, Concat, Split].contains(&kind) {
-            1
-        } else {
-            2
+        let minor = match kind {
+            Linear | Mlp | Lstm | Concat | Split => 1,
+            Conditioned => 2,
+            Sum => 3,
         };
         assert_eq!(&file[8..12], &[1, 0, minor, 0], "{kind:?}");
         let kdz = open(file).unwrap();
@@ -263,7 +264,7 @@ fn error_unknown_dtype_asks_for_a_newer_reader() {
     assert!(
         msg.contains(
             "byte 19 of its content: tensor \"codebooks\" is stored as dtype 3, which this \
-             kdcompress does not know (it reads dtypes 1 (f32) and 2 (f16) of format 1.2; the \
+             kdcompress does not know (it reads dtypes 1 (f32) and 2 (f16) of format 1.3; the \
              file is format 1.3); a newer kdcompress is needed"
         ),
         "{msg}"

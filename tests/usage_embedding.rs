@@ -17,20 +17,26 @@ fn shape(kind: ComposerKind, k: u32) -> Shape {
         k,
         d_codebooks: 5,
         // Split: d = 9 over D = 5 groups of widths 1, 2, 2, 2, 2 in code vectors of 2.
-        code_dim: if kind == ComposerKind::Split { 2 } else { 6 },
+        // Sum: d' = d = 9.
+        code_dim: match kind {
+            ComposerKind::Split => 2,
+            ComposerKind::Sum => 9,
+            _ => 6,
+        },
         hidden: 7,
         out_dim: 9,
         norms: false,
     }
 }
 
-const KINDS: [(ComposerKind, u32); 5] = [
+const KINDS: [(ComposerKind, u32); 6] = [
     (ComposerKind::Linear, 16),
     // K above 256 stores the codes as i16.
     (ComposerKind::Mlp, 300),
     (ComposerKind::Lstm, 8),
     (ComposerKind::Concat, 4),
     (ComposerKind::Split, 5),
+    (ComposerKind::Sum, 12),
 ];
 
 fn open(dir: &std::path::Path, kind: ComposerKind, k: u32) -> Kdz {
@@ -69,12 +75,11 @@ fn gradients_reach_the_codebooks_but_not_the_codes() {
         let emb = KdEmbedding::new(&vs.root(), &kdz);
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(names.contains(&"codebooks".to_string()), "{names:?}");
-        if !kind.is_assembled() {
-            assert!(
-                names.contains(&"composer.out.weight".to_string()),
-                "{names:?}"
-            );
-        }
+        assert_eq!(
+            names.contains(&"composer.out.weight".to_string()),
+            kind.has_out_map(),
+            "{kind:?}: {names:?}"
+        );
         assert!(!emb.codes().requires_grad());
         let rows = Tensor::from_slice(&[3i64, 0, 3, 149]);
         emb.forward(&rows)

@@ -11,7 +11,7 @@ docs/kdz-format.md) with :meth:`KdEmbedding.from_safetensors`. Every word's D co
 buffer (moved by ``.to(device)``, never trained); the codebooks and the composer are parameters
 (``freeze=True`` fixes them too), and ``forward(indices)`` rebuilds the vectors with the math
 of ``src/composer.rs`` for every composer kind (linear, mlp, lstm, concat, split,
-conditioned).
+conditioned, sum).
 
 Its state-dict names are the export's tensor names, so :meth:`KdEmbedding.save_safetensors`
 writes a fine-tuned model back in the same layout.
@@ -34,7 +34,7 @@ __all__ = ["KdEmbedding", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "kdcompress"
 FORMAT_VERSION = "1"
-KINDS = ("linear", "mlp", "lstm", "concat", "split", "conditioned")
+KINDS = ("linear", "mlp", "lstm", "concat", "split", "conditioned", "sum")
 
 
 def split_columns(out_dim: int, groups: int, i: int) -> range:
@@ -103,9 +103,9 @@ class KdEmbedding(nn.Module):
             )
         if kind in ("mlp", "lstm", "conditioned") and hidden < 1:
             raise ValueError(f"the {kind} composer needs hidden >= 1, got {hidden}")
-        if kind == "conditioned" and code_dim != out_dim:
+        if kind in ("conditioned", "sum") and code_dim != out_dim:
             raise ValueError(
-                f"conditioned adds code vectors to the output: code_dim must equal "
+                f"{kind} adds code vectors to the output: code_dim must equal "
                 f"out_dim = {out_dim}, got {code_dim}"
             )
         if vocab is not None and len(vocab) != codes.shape[0]:
@@ -280,6 +280,8 @@ class KdEmbedding(nn.Module):
         if self.kind in ("concat", "split"):
             flat = e.reshape(*e.shape[:-2], self.num_codebooks * self.code_dim)
             return flat[..., self._columns]
+        if self.kind == "sum":
+            return e.sum(dim=-2)
         if self.kind in ("linear", "mlp"):
             s = e.sum(dim=-2)
             y = self.composer.out(s)

@@ -19,7 +19,7 @@ FIXTURE = ROOT / "fixtures" / "glove.6B.50d.head5k.txt"
 
 # Sizes per kind: K = 300 makes the codes 9 bits (I16 in the export); concat needs D * d' >= d;
 # split needs d' = ceil(d / D) (13 columns over 5 groups: widths 2, 3, 2, 3, 3); conditioned
-# needs d' = d, and its W_o is random, so the step network changes every vector.
+# needs d' = d, and its W_o is random, so the step network changes every vector; sum needs d' = d.
 SHAPES: Dict[str, List[str]] = {
     "linear": ["--n", "200", "-K", "16", "-D", "6", "--code-dim", "8", "--out-dim", "20"],
     "mlp": ["--n", "150", "-K", "300", "-D", "4", "--code-dim", "6", "--hidden", "9", "--out-dim", "12"],
@@ -27,6 +27,7 @@ SHAPES: Dict[str, List[str]] = {
     "concat": ["--n", "100", "-K", "4", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
     "split": ["--n", "110", "-K", "6", "-D", "5", "--code-dim", "3", "--out-dim", "13"],
     "conditioned": ["--n", "130", "-K", "12", "-D", "5", "--code-dim", "10", "--hidden", "8", "--out-dim", "10"],
+    "sum": ["--n", "90", "-K", "10", "-D", "4", "--code-dim", "7", "--out-dim", "7"],
 }
 
 

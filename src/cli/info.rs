@@ -67,6 +67,7 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
     // Only the sizes this kind has: a linear composer has no hidden layer.
     let sizes = match c.kind {
         ComposerKind::Linear => format!("code width d' = {}", c.code_dim),
+        ComposerKind::Sum => format!("code vectors summed, d' = d = {}", c.code_dim),
         ComposerKind::Mlp | ComposerKind::Lstm => {
             format!("code width d' = {}, hidden = {}", c.code_dim, c.hidden)
         }

@@ -147,6 +147,8 @@ pub(crate) fn kind_code(kind: ComposerKind) -> u32 {
         ComposerKind::Split => 4,
         // Since format 1.2.
         ComposerKind::Conditioned => 5,
+        // Since format 1.3.
+        ComposerKind::Sum => 6,
     }
 }
 

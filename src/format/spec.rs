@@ -7,10 +7,11 @@ pub const MAGIC: [u8; 8] = [0x89, b'K', b'D', b'Z', b'\r', b'\n', 0x1A, b'\n'];
 /// Major version this crate reads and writes; a file of any other major is refused.
 pub const MAJOR: u16 = 1;
 /// Newest minor version this crate writes; any minor of [`MAJOR`] is read. 1.1 added composer
-/// kind 4 (`split`); 1.2 added tensor dtype [`DTYPE_F16`] and the composer kinds after `split`.
+/// kind 4 (`split`); 1.2 added tensor dtype [`DTYPE_F16`] and composer kind 5 (`conditioned`); 1.3
+/// added composer kind 6 (`sum`).
 /// An older reader refuses each of these by name. The writer stamps a file with the lowest minor
 /// whose additions it uses, so a file an older reader can read says so.
-pub const MINOR: u16 = 2;
+pub const MINOR: u16 = 3;
 
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;

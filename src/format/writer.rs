@@ -199,19 +199,21 @@ fn plan<'a>(
     Ok(planned)
 }
 
-/// Composer kinds a 1.1 reader knows: codes 0 (`linear`) to 4 (`split`).
-const LAST_KIND_OF_1_1: u32 = 4;
+/// The lowest minor version whose readers know a composer kind: 1.1 up to `split` (code 4), 1.2
+/// for `conditioned` (5), 1.3 for `sum` (6).
+fn kind_minor(kind: ComposerKind) -> u16 {
+    match sections::kind_code(kind) {
+        0..=4 => 1,
+        5 => 2,
+        _ => 3,
+    }
+}
 
-/// The lowest minor version whose readers know everything a file uses: its composer kind (1.1
-/// up to `split`, 1.2 after) and its tensors' dtype. 1.1 is also what this writer stamps on
-/// every file without newer content, so such files stay what earlier versions wrote.
+/// The lowest minor version whose readers know everything a file uses: its composer kind and its
+/// tensors' dtype. 1.1 is also what this writer stamps on every file without newer content, so
+/// such files stay what earlier versions wrote.
 fn file_minor(kind: ComposerKind, dtype: TensorDtype) -> u16 {
-    let kind_minor = if sections::kind_code(kind) <= LAST_KIND_OF_1_1 {
-        1
-    } else {
-        2
-    };
-    kind_minor.max(dtype.minor())
+    kind_minor(kind).max(dtype.minor())
 }
 
 /// Writes the planned sections after the header and table.

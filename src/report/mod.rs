@@ -282,9 +282,10 @@ pub fn render_html(page: &Page) -> String {
                 match c.kind {
                     ComposerKind::Mlp | ComposerKind::Lstm | ComposerKind::Conditioned =>
                         format!(", h = {}", c.hidden),
-                    ComposerKind::Linear | ComposerKind::Concat | ComposerKind::Split => {
-                        String::new()
-                    }
+                    ComposerKind::Linear
+                    | ComposerKind::Concat
+                    | ComposerKind::Split
+                    | ComposerKind::Sum => String::new(),
                 },
                 kdz.composer().num_params()
             ),

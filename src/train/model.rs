@@ -349,12 +349,12 @@ impl ComposerNet {
         }
     }
 
-    /// Linear and mlp: the word vectors `[B, d]` for summed code vectors `s` `[B, d']`.
+    /// Linear, mlp and sum: the word vectors `[B, d]` for summed code vectors `s` `[B, d']`.
     pub fn compose_sum(&self, s: &Tensor) -> Tensor {
-        let out = self
-            .out
-            .as_ref()
-            .expect("linear and mlp have an output map");
+        let Some(out) = self.out.as_ref() else {
+            // Only `sum` reaches here without an output map: the sum is the vector.
+            return s.shallow_clone();
+        };
         let y = s.linear(&out.weight, Some(&out.bias));
         match &self.hidden {
             Some(hd) => {
@@ -370,8 +370,11 @@ impl ComposerNet {
     /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`.
     /// `None` for the lstm, which has no additive part, and for concat and split.
     pub fn offset_of_sum(&self, s: &Tensor) -> Option<Tensor> {
-        if self.lstm.is_some() || self.cond.is_some() {
+        if self.lstm.is_some() || self.cond.is_some() || self.positions.is_some() {
             return None;
+        }
+        if self.config.kind == ComposerKind::Sum {
+            return Some(s.zeros_like());
         }
         let b = self
             .out
@@ -393,8 +396,11 @@ impl ComposerNet {
     /// Linear and mlp: each code vector mapped by `W_out`, `[D, K, d]`; a word's additive part is
     /// the sum of its D rows.
     pub fn mapped_tables(&self) -> Option<Tensor> {
-        if self.lstm.is_some() || self.cond.is_some() {
+        if self.lstm.is_some() || self.cond.is_some() || self.positions.is_some() {
             return None;
+        }
+        if self.config.kind == ComposerKind::Sum {
+            return Some(self.codebooks.copy());
         }
         Some(self.codebooks.matmul(&self.out.as_ref()?.weight.tr()))
     }

@@ -110,6 +110,8 @@ pub(crate) fn conclude(
 ) -> Result<Trained, TrainError> {
     let cfg = set.cfg;
     *out.stage = "export".into();
+    // An identity output map decodes as the plain sum: stored without it.
+    let composer = composer.simplified();
     let codes = codes_to_host(codes, cfg.num_codes as u32, cfg.num_codebooks)?;
     let scores = final_scores(set.host, &out.reference, &composer, &codes, threads)?;
     if let Some(stage) = final_stage {

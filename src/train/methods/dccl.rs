@@ -2,8 +2,8 @@
 //! `α = softplus(W' h + b')`, codes sampled by Gumbel-softmax over `log α` while training and
 //! taken as `argmax α` afterwards; the decoder is the plain sum of the chosen code vectors.
 //!
-//! The decoder is exported as the `linear` composer with `composer.out.weight` the identity and
-//! a zero bias (d' = d), so that reading a DCCL file needs nothing beyond the shared composer.
+//! The decoder is exported as the `sum` composer (d' = d), so that reading a DCCL file needs
+//! nothing beyond the shared composer.
 
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -125,41 +125,20 @@ impl Codec for Dccl {
     fn export(&self) -> Result<Composer, TrainError> {
         let (m, k, d) = (self.m as usize, self.k as usize, self.d as usize);
         let config = ComposerConfig {
-            kind: ComposerKind::Linear,
+            kind: ComposerKind::Sum,
             num_codebooks: m,
             num_codes: k,
             code_dim: d,
             hidden: 0,
             out_dim: d,
         };
-        let mut identity = vec![0f32; d * d];
-        for i in 0..d {
-            identity[i * d + i] = 1.0;
-        }
-        let tensors = [
-            (
-                composer::CODEBOOKS.to_string(),
-                to_host(composer::CODEBOOKS, &self.codebooks)?,
-            ),
-            (
-                composer::OUT_WEIGHT.to_string(),
-                composer::Tensor::new(vec![d, d], identity).ok_or_else(|| shape_bug("identity"))?,
-            ),
-            (
-                composer::OUT_BIAS.to_string(),
-                composer::Tensor::new(vec![d], vec![0.0; d]).ok_or_else(|| shape_bug("bias"))?,
-            ),
-        ]
+        let tensors = [(
+            composer::CODEBOOKS.to_string(),
+            to_host(composer::CODEBOOKS, &self.codebooks)?,
+        )]
         .into_iter()
         .collect();
         Ok(Composer::new(config, tensors).map_err(crate::train::model::ExportError::from)?)
-    }
-}
-
-fn shape_bug(what: &str) -> TrainError {
-    TrainError::Torch {
-        stage: "export".into(),
-        message: format!("the {what} tensor disagrees with its shape"),
     }
 }
 
@@ -219,7 +198,7 @@ mod tests {
         eprintln!("dccl 16x16: mse {} cos {}", r.mse, r.mean_cosine);
         assert!(r.mse < THRESHOLD_MSE, "mse {}", r.mse);
         assert_eq!(trained.codes.d(), 16);
-        assert_eq!(trained.composer.config().kind, ComposerKind::Linear);
+        assert_eq!(trained.composer.config().kind, ComposerKind::Sum);
     }
 
     /// Measured 6.40 (mean cosine 0.905) on this slice with seed 7; an encoder that does not
