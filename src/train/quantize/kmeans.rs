@@ -280,7 +280,7 @@ fn nearest_matrix(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor
 const LANES: usize = 16;
 
 /// [`nearest`] on the CPU without a distance matrix: `‖c‖² − 2·x·c` for a block of
-/// [`LANES`] centroids at a time, two rows at once, the running minimum kept per lane.
+/// [`LANES`] centroids at a time, four rows at once, the running minimum kept per lane.
 fn nearest_direct(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
     let (d, k) = (points.size()[1] as usize, centroids.size()[0] as usize);
     let floats = |t: Tensor| -> Vec<f32> {
@@ -341,37 +341,45 @@ fn assign_rows<const FUSED: bool>(
 ) {
     let width = (d + 1) * LANES;
     let rows = out.len();
+    let row = |i: usize| &x[i.min(rows - 1) * d..(i.min(rows - 1) + 1) * d];
     let mut r = 0;
     while r < rows {
-        // Two rows share each load of the centroids; an odd last row is scored twice.
-        let s = (r + 1).min(rows - 1);
-        let (x0, x1) = (&x[r * d..(r + 1) * d], &x[s * d..(s + 1) * d]);
-        let (mut low0, mut low1) = ([f32::INFINITY; LANES], [f32::INFINITY; LANES]);
-        let (mut at0, mut at1) = ([0f32; LANES], [0f32; LANES]);
+        // Four rows share each load of the centroids and give the multiply-adds four
+        // independent chains; rows past the end repeat the last row.
+        let (x0, x1, x2, x3) = (row(r), row(r + 1), row(r + 2), row(r + 3));
+        let [mut low0, mut low1, mut low2, mut low3] = [[f32::INFINITY; LANES]; ROWS];
+        let [mut at0, mut at1, mut at2, mut at3] = [[0f32; LANES]; ROWS];
         for (b, block) in packed.chunks_exact(width).take(blocks).enumerate() {
             let norm: &[f32; LANES] = block[..LANES].try_into().expect("a block");
-            let (mut a0, mut a1) = (*norm, *norm);
-            for j in 0..d {
-                let col: &[f32; LANES] = block[(j + 1) * LANES..(j + 2) * LANES]
-                    .try_into()
-                    .expect("a block");
-                let (v0, v1) = (x0[j], x1[j]);
+            let (mut a0, mut a1, mut a2, mut a3) = (*norm, *norm, *norm, *norm);
+            for (j, col) in block[LANES..].chunks_exact(LANES).enumerate().take(d) {
+                let col: &[f32; LANES] = col.try_into().expect("a block");
+                let (v0, v1, v2, v3) = (x0[j], x1[j], x2[j], x3[j]);
                 for l in 0..LANES {
                     a0[l] = madd::<FUSED>(v0, col[l], a0[l]);
                     a1[l] = madd::<FUSED>(v1, col[l], a1[l]);
+                    a2[l] = madd::<FUSED>(v2, col[l], a2[l]);
+                    a3[l] = madd::<FUSED>(v3, col[l], a3[l]);
                 }
             }
             // Block numbers are exact in f32 (k < 2^24), which keeps the select one width.
             keep_lower(&a0, &mut low0, &mut at0, b as f32);
             keep_lower(&a1, &mut low1, &mut at1, b as f32);
+            keep_lower(&a2, &mut low2, &mut at2, b as f32);
+            keep_lower(&a3, &mut low3, &mut at3, b as f32);
         }
-        out[r] = first_lowest(&low0, &at0);
-        if s > r {
-            out[s] = first_lowest(&low1, &at1);
+        let found = [(low0, at0), (low1, at1), (low2, at2), (low3, at3)];
+        for (o, (low, at)) in out[r..].iter_mut().zip(&found) {
+            *o = first_lowest(low, at);
         }
-        r += 2;
+        r += ROWS;
     }
 }
+
+/// Rows scored together by [`assign_rows`]: four chains of [`LANES`] multiply-adds fill the
+/// eight AVX2 accumulators a core can keep busy (two rows left the fused multiply-adds waiting
+/// on one another half the time).
+const ROWS: usize = 4;
 
 /// Lane by lane, the lower of `acc` and `low` into `low`, and `block` into `at` where `acc` is
 /// strictly lower: each lane keeps the first block of its smallest distance.
@@ -460,7 +468,16 @@ mod tests {
     #[test]
     fn direct_assignment_equals_the_distance_matrix() {
         let mut rng = Rng::new(11);
-        for (m, d, k) in [(500, 1, 7), (777, 5, 256), (300, 50, 33), (64, 64, 256)] {
+        // Four rows at a time: row counts of every remainder by 4, down to one row.
+        for (m, d, k) in [
+            (500, 1, 7),
+            (777, 5, 256),
+            (300, 50, 33),
+            (64, 64, 256),
+            (1, 9, 40),
+            (6, 3, 17),
+            (7, 12, 50),
+        ] {
             let pts = rng.normal_of(&[m, d], 1.0);
             let c = rng.normal_of(&[k, d], 1.0);
             let norms = c.square().sum_dim_intlist(1, false, None::<Kind>);
