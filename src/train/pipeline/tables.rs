@@ -33,6 +33,12 @@ const KMEANS_ITERATIONS: usize = 10;
 const KMEANS_ROUNDS: usize = 10;
 /// Ridge of the least-squares fit, relative to the mean number of words per code.
 const RIDGE: f64 = 1e-4;
+/// Largest D·K whose lsq tables come from the dense `DK × DK` solve; beyond, conjugate
+/// gradients warm-started from the previous round's tables are as good and cheaper (`--seed 1`,
+/// dense → CG): GloVe 20k K=256 D=8 lsq 1.4648 / nn@10 0.6530 in 10.0 s → 1.4657 / 0.6548 in
+/// 7.6 s; mpnet's first 8,000 words K=256 D=8 2.4646 in 5.7 s → 2.4648 in 4.7 s; the 5k fixture
+/// K=32 D=32 0.0908 in 4.1 s → 0.0908 in 3.2 s. At GloVe 20k K=32 D=12 (384) both took 3.6 s.
+const DENSE_LIMIT: i64 = 512;
 /// Most conjugate-gradient steps of a least-squares fit too large to solve densely, and the
 /// residual, relative to the right-hand side, at which they stop.
 const CG_ITERATIONS: usize = 50;
@@ -113,7 +119,7 @@ pub(super) fn stage_rq(
 }
 
 /// The joint least-squares tables for `codes`, over the training words, on the workers: the
-/// dense solve up to D·K = [`lsq::JOINT_LIMIT`], else (or if it fails) conjugate gradients from
+/// dense solve up to D·K = [`DENSE_LIMIT`], else (or if it fails) conjugate gradients from
 /// `old`. Measured on the first 8,000 mpnet words at K=256 D=20 (4 lsq rounds, loaded machine):
 /// the table-by-table fits this replaced reached 0.8776 / nn@10 0.7450 with 2.1-2.5 s per fit,
 /// conjugate gradients 0.8387 / 0.7610, 10 s for the first fit and 0.5 s for each later one.
@@ -128,7 +134,7 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
         };
         tch::no_grad(|| solver.fit(&set.x, codes, Some(&set.train_mask), old))
     };
-    if num_codebooks * k > lsq::JOINT_LIMIT {
+    if num_codebooks * k > DENSE_LIMIT {
         return by_gradients();
     }
     let parts = chunks(set.n, NormalEquations::chunk_rows(num_codebooks));
