@@ -119,8 +119,8 @@ pub(super) fn stage_rq(
 }
 
 /// The joint least-squares tables for `codes`, over the training words, on the workers: the
-/// dense solve up to D·K = [`DENSE_LIMIT`], else (or if it fails) conjugate gradients from
-/// `old`. Measured on the first 8,000 mpnet words at K=256 D=20 (4 lsq rounds, loaded machine):
+/// dense solve up to D·K = [`DENSE_LIMIT`] (on an accelerator [`lsq::JOINT_LIMIT`]), else (or if
+/// it fails) conjugate gradients from `old`. Measured on the first 8,000 mpnet words at K=256 D=20 (4 lsq rounds, loaded machine):
 /// the table-by-table fits this replaced reached 0.8776 / nn@10 0.7450 with 2.1-2.5 s per fit,
 /// conjugate gradients 0.8387 / 0.7610, 10 s for the first fit and 0.5 s for each later one.
 fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
@@ -134,7 +134,14 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
         };
         tch::no_grad(|| solver.fit(&set.x, codes, Some(&set.train_mask), old))
     };
-    if num_codebooks * k > DENSE_LIMIT {
+    // Conjugate gradients run on the CPU (see `cg`); on an accelerator the dense solve stays
+    // where the data is, up to its memory limit.
+    let dense_limit = if set.device == tch::Device::Cpu {
+        DENSE_LIMIT
+    } else {
+        lsq::JOINT_LIMIT
+    };
+    if num_codebooks * k > dense_limit {
         return by_gradients();
     }
     let parts = chunks(set.n, NormalEquations::chunk_rows(num_codebooks));
