@@ -23,8 +23,12 @@ pub const MAX_PAIR_FLOATS: i64 = 1 << 26;
 pub const SWEEPS: usize = 4;
 
 /// The terms shared by every word: the flattened tables, their squared norms and the pairwise
-/// products, laid out as `pair[(i·D + j)·K·K + c_j·K + c_i] = 2 T_i[c_i]·T_j[c_j]` so that the
-/// K costs a code at position j adds to position i are contiguous.
+/// products, laid out as `pair[((j·K + c_j)·D + i)·K + c_i] = 2 T_i[c_i]·T_j[c_j]` (the Gram
+/// matrix of the table rows as it is): the K costs a code at position j adds to position i are
+/// contiguous, and so are those it adds to every position, which a changed code reads. With the
+/// layout `[i][j][c_j][c_i]` those D rows lay K²·4 bytes apart, each a fresh miss once the table
+/// outgrows the caches (105 MB at K=256 D=20): GloVe 20k, K=256 D=20, 6 lsq rounds took 13.6 s
+/// there and 10.5 s with this layout, for the same codes.
 pub struct PairTerms {
     books: usize,
     k: usize,
@@ -48,13 +52,8 @@ impl PairTerms {
                 .reshape([books * k, d])
                 .contiguous();
             let gram = flat.matmul(&flat.tr()) * 2.0;
-            // gram[(i, c_i), (j, c_j)] -> [i][j][c_j][c_i]
-            let pair = gram
-                .view([books, k, books, k])
-                .permute([0, 2, 3, 1])
-                .contiguous()
-                .view(-1)
-                .to_device(Device::Cpu);
+            // gram[(j, c_j), (i, c_i)] is already [j][c_j][i][c_i].
+            let pair = gram.view(-1).to_device(Device::Cpu);
             let norms = flat.square().sum_dim_intlist(1, false, None::<Kind>);
             Some(PairTerms {
                 books: books as usize,
@@ -101,7 +100,7 @@ impl PairTerms {
     #[inline(always)]
     pub(super) fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
         let k = self.k;
-        let at = ((i * self.books + j) * k + c) * k;
+        let at = ((j * k + c) * self.books + i) * k;
         &self.pair[at..at + k]
     }
 }
@@ -221,8 +220,9 @@ impl RowSearch {
             *c = (r.max(0) as usize).min(k - 1);
         }
         self.cost.copy_from_slice(unary);
-        for i in 0..books {
-            for j in 0..books {
+        // Position j's code adds one contiguous block of rows, one per position i.
+        for j in 0..books {
+            for i in 0..books {
                 if i != j {
                     let add = terms.row(i, j, self.codes[j]);
                     for (a, &p) in self.cost[i * k..(i + 1) * k].iter_mut().zip(add) {
