@@ -367,8 +367,8 @@ impl ComposerNet {
         }
     }
 
-    /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`.
-    /// `None` for the lstm, which has no additive part, and for concat and split.
+    /// Everything but the additive part `W_out s`: `b_out` plus the mlp's hidden term, `[B, d]`
+    /// (zero for sum). `None` for the lstm, which has no additive part, and for concat and split.
     pub fn offset_of_sum(&self, s: &Tensor) -> Option<Tensor> {
         if self.lstm.is_some() || self.cond.is_some() || self.positions.is_some() {
             return None;
@@ -393,8 +393,8 @@ impl ComposerNet {
         })
     }
 
-    /// Linear and mlp: each code vector mapped by `W_out`, `[D, K, d]`; a word's additive part is
-    /// the sum of its D rows.
+    /// Linear and mlp: each code vector mapped by `W_out`, `[D, K, d]` (sum: the code vectors);
+    /// a word's additive part is the sum of its D rows.
     pub fn mapped_tables(&self) -> Option<Tensor> {
         if self.lstm.is_some() || self.cond.is_some() || self.positions.is_some() {
             return None;

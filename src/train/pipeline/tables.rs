@@ -120,9 +120,10 @@ pub(super) fn stage_rq(
 
 /// The joint least-squares tables for `codes`, over the training words, on the workers: the
 /// dense solve up to D·K = [`DENSE_LIMIT`] (on an accelerator [`lsq::JOINT_LIMIT`]), else (or if
-/// it fails) conjugate gradients from `old`. Measured on the first 8,000 mpnet words at K=256 D=20 (4 lsq rounds, loaded machine):
-/// the table-by-table fits this replaced reached 0.8776 / nn@10 0.7450 with 2.1-2.5 s per fit,
-/// conjugate gradients 0.8387 / 0.7610, 10 s for the first fit and 0.5 s for each later one.
+/// it fails) conjugate gradients from `old`. Measured on the first 8,000 mpnet words at K=256
+/// D=20 (4 lsq rounds, loaded machine): the table-by-table fits conjugate gradients replaced
+/// reached 0.8776 / nn@10 0.7450 with 2.1-2.5 s per fit, conjugate gradients 0.8387 / 0.7610,
+/// 10 s for the first fit and 0.5 s for each later one.
 fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
     let (num_codebooks, k, d) = (set.num_codebooks, set.k, set.d);
     let by_gradients = || {

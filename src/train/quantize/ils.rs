@@ -28,7 +28,7 @@ pub const SWEEPS: usize = 4;
 /// contiguous, and so are those it adds to every position, which a changed code reads. With the
 /// layout `[i][j][c_j][c_i]` those D rows lay K²·4 bytes apart, each a fresh miss once the table
 /// outgrows the caches (105 MB at K=256 D=20): GloVe 20k, K=256 D=20, 6 lsq rounds took 13.6 s
-/// there and 10.5 s with this layout, for the same codes.
+/// there and 10.0 s with this layout, for the same codes.
 pub struct PairTerms {
     books: usize,
     k: usize,

@@ -307,9 +307,9 @@ fn bf16_product(a: &Tensor, b: &Tensor) -> Tensor {
 /// `a · b` where about three significant digits are enough, for points of `width` dimensions:
 /// through bf16 where the CPU has bf16 products and the points are wider than
 /// [`DIRECT_MAX_DIMS`] (narrower ones cost little, and keep their results), else in f32. The
-/// principal axes only order the dimensions the progressive rounds
-/// add, and the last round uses the points as they are (mpnet's first 8,000 words, K=256 D=8,
-/// `--seed 1`: rq 2.7675 / nn@10 0.4062 in 14.6 s with f32 axes, 2.7703 / 0.4127 in 12.6 s).
+/// principal axes only order the dimensions the progressive rounds add, and the last round uses
+/// the points as they are (mpnet's first 8,000 words, K=256 D=8, `--seed 1`: rq 2.7675 / nn@10
+/// 0.4062 in 14.6 s with f32 axes, 2.7703 / 0.4127 in 12.6 s).
 fn rough_product(a: &Tensor, b: &Tensor, width: i64) -> Tensor {
     if width > DIRECT_MAX_DIMS && a.device() == Device::Cpu && bf16_products() {
         bf16_product(a, b)
