@@ -34,4 +34,5 @@ pub mod report;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod train_config;
+mod vector;
 pub mod vocab;

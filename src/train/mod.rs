@@ -46,7 +46,6 @@ pub mod quantize;
 mod reporter;
 mod rng;
 mod training_set;
-mod vector;
 
 pub use rng::Rng;
 

@@ -27,7 +27,7 @@ pub fn encode(terms: &PairTerms, target: &Tensor, beam: usize) -> Tensor {
     let mut all = vec![0i64; rows as usize * books];
     {
         let (unary, all, beam) = (&unary[..], &mut all[..], beam.max(1));
-        crate::train::vector::wide!(search_rows(
+        crate::vector::wide!(search_rows(
             terms: &PairTerms,
             unary: &[f32],
             beam: usize,

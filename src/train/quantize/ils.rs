@@ -135,7 +135,7 @@ pub fn encode(
     .expect("int64 codes");
     {
         let (unary, all) = (&unary[..], &mut all[..]);
-        crate::train::vector::wide!(search_rows(
+        crate::vector::wide!(search_rows(
             terms: &PairTerms,
             unary: &[f32],
             all: &mut [i64],

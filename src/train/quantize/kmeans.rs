@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use super::chunk_rows;
 use crate::train::parallel::{Pages, chunks, par_chunks, par_chunks_with, with_torch_threads};
 use crate::train::rng::Rng;
-use crate::train::vector::madd;
+use crate::vector::madd;
 
 /// Relative nudge that separates the two halves of a split cluster.
 const SPLIT_EPS: f64 = 1.0 / 1024.0;
@@ -348,7 +348,7 @@ fn nearest_direct(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor
     let mut out = vec![0i64; x.len() / d.max(1)];
     {
         let (x, packed, out) = (&x[..], &packed[..], &mut out[..]);
-        crate::train::vector::wide!(assign_rows(
+        crate::vector::wide!(assign_rows(
             x: &[f32],
             d: usize,
             blocks: usize,
@@ -589,7 +589,7 @@ mod tests {
             Vec::<f32>::try_from(c.view(-1)).unwrap(),
             Vec::<f32>::try_from(norms).unwrap(),
         );
-        let fused = crate::train::vector::has_avx2_fma();
+        let fused = crate::vector::has_avx2_fma();
         let mut hits = 0;
         for r in 0..m as usize {
             let dist = |i: usize| {

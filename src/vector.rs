@@ -2,7 +2,7 @@
 //!
 //! The crate is built for baseline x86-64 (SSE2, four floats per instruction) so that one binary
 //! runs everywhere. The few plain-Rust loops that dominate training (k-means assignment, the
-//! local search's cost updates) are written once as `#[inline(always)]` functions generic over
+//! local search's cost updates, the neighbour lists' scores) are written once as `#[inline(always)]` functions generic over
 //! whether multiply-adds are fused, and called through [`wide!`], which on a CPU with AVX2 and
 //! FMA (every x86-64 CPU since 2013-2015) calls them from a copy compiled for those (eight floats
 //! per instruction, a multiply-add in one), on a CPU with AVX-512 from a copy compiled for that
@@ -62,13 +62,13 @@ macro_rules! wide {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if $crate::train::vector::has_avx512() {
+            if $crate::vector::has_avx512() {
                 // SAFETY: the CPU was just found to support AVX-512F, AVX2 and FMA.
                 #[allow(unsafe_code)]
                 unsafe {
                     avx512($($arg),*)
                 }
-            } else if $crate::train::vector::has_avx2_fma() {
+            } else if $crate::vector::has_avx2_fma() {
                 // SAFETY: the CPU was just found to support AVX2 and FMA, all `avx2` requires.
                 #[allow(unsafe_code)]
                 unsafe {
