@@ -157,7 +157,7 @@ fn offer_rows(
 }
 
 /// Queries scored together, in the lanes of one vector register (AVX-512) or two (AVX2).
-const LANES: usize = 16;
+use crate::vector::LANES;
 /// Rows scored per call of [`score_rows`].
 const ROW_BLOCK: usize = 256;
 
@@ -186,7 +186,7 @@ fn score_rows<const FUSED: bool>(
     blocks: usize,
     scores: &mut [f32],
 ) {
-    use crate::vector::madd;
+    use crate::vector::madd_rows4;
     let n = rows.len() / dim;
     let width = blocks * LANES;
     let row = |i: usize| &rows[i.min(n - 1) * dim..(i.min(n - 1) + 1) * dim];
@@ -194,19 +194,8 @@ fn score_rows<const FUSED: bool>(
     while r < n {
         let (x0, x1, x2, x3) = (row(r), row(r + 1), row(r + 2), row(r + 3));
         for (b, block) in packed.chunks_exact(dim * LANES).enumerate().take(blocks) {
-            let (mut a0, mut a1, mut a2, mut a3) =
-                ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
-            for (j, col) in block.chunks_exact(LANES).enumerate() {
-                let col: &[f32; LANES] = col.try_into().expect("a block");
-                let (v0, v1, v2, v3) = (x0[j], x1[j], x2[j], x3[j]);
-                for l in 0..LANES {
-                    a0[l] = madd::<FUSED>(v0, col[l], a0[l]);
-                    a1[l] = madd::<FUSED>(v1, col[l], a1[l]);
-                    a2[l] = madd::<FUSED>(v2, col[l], a2[l]);
-                    a3[l] = madd::<FUSED>(v3, col[l], a3[l]);
-                }
-            }
-            for (i, acc) in [a0, a1, a2, a3].iter().enumerate().take(n - r) {
+            let found = madd_rows4::<FUSED>(&[0f32; LANES], (x0, x1, x2, x3), block);
+            for (i, acc) in found.iter().enumerate().take(n - r) {
                 let at = (r + i) * width + b * LANES;
                 scores[at..at + LANES].copy_from_slice(acc);
             }

@@ -85,3 +85,31 @@ macro_rules! wide {
     }};
 }
 pub(crate) use wide;
+
+/// Floats per block of [`madd_rows4`]: one AVX-512 register, two AVX2 ones.
+pub const LANES: usize = 16;
+
+/// Four rows against one block of [`LANES`] columns stored dimension by dimension
+/// (`cols[j·LANES + l]`): lane l of row r's result is `start[l] + Σ_j x_r[j]·cols[j·LANES + l]`,
+/// a multiply-add per dimension in order (fused where `FUSED`). The four rows share each load
+/// of the block and run four independent chains; two left the multiply-adds waiting on one
+/// another half the time. Dimensions run to the shorter of `cols` and the rows.
+#[inline(always)]
+pub fn madd_rows4<const FUSED: bool>(
+    start: &[f32; LANES],
+    (x0, x1, x2, x3): (&[f32], &[f32], &[f32], &[f32]),
+    cols: &[f32],
+) -> [[f32; LANES]; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) = (*start, *start, *start, *start);
+    for (j, col) in cols.chunks_exact(LANES).enumerate().take(x0.len()) {
+        let col: &[f32; LANES] = col.try_into().expect("a block");
+        let (v0, v1, v2, v3) = (x0[j], x1[j], x2[j], x3[j]);
+        for l in 0..LANES {
+            a0[l] = madd::<FUSED>(v0, col[l], a0[l]);
+            a1[l] = madd::<FUSED>(v1, col[l], a1[l]);
+            a2[l] = madd::<FUSED>(v2, col[l], a2[l]);
+            a3[l] = madd::<FUSED>(v3, col[l], a3[l]);
+        }
+    }
+    [a0, a1, a2, a3]
+}

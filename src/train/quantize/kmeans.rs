@@ -14,7 +14,9 @@ use tch::{Device, Kind, Tensor};
 use super::chunk_rows;
 use crate::train::parallel::{Pages, chunks, par_chunks, par_chunks_with, with_torch_threads};
 use crate::train::rng::Rng;
-use crate::vector::madd;
+// LANES: centroids scored together by `nearest_direct`; their distances stay in vector
+// registers while a row's coordinates stream past.
+use crate::vector::{LANES, madd_rows4};
 
 /// Relative nudge that separates the two halves of a split cluster.
 const SPLIT_EPS: f64 = 1.0 / 1024.0;
@@ -327,10 +329,6 @@ fn nearest_matrix(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor
         .argmin(1, false)
 }
 
-/// Centroids scored together by [`nearest_direct`]: their distances stay in vector registers
-/// while a row's coordinates stream past.
-const LANES: usize = 16;
-
 /// [`nearest`] on the CPU without a distance matrix: `‖c‖² − 2·x·c` for a block of
 /// [`LANES`] centroids at a time, four rows at once, the running minimum kept per lane.
 fn nearest_direct(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
@@ -403,17 +401,7 @@ fn assign_rows<const FUSED: bool>(
         let [mut at0, mut at1, mut at2, mut at3] = [[0f32; LANES]; ROWS];
         for (b, block) in packed.chunks_exact(width).take(blocks).enumerate() {
             let norm: &[f32; LANES] = block[..LANES].try_into().expect("a block");
-            let (mut a0, mut a1, mut a2, mut a3) = (*norm, *norm, *norm, *norm);
-            for (j, col) in block[LANES..].chunks_exact(LANES).enumerate().take(d) {
-                let col: &[f32; LANES] = col.try_into().expect("a block");
-                let (v0, v1, v2, v3) = (x0[j], x1[j], x2[j], x3[j]);
-                for l in 0..LANES {
-                    a0[l] = madd::<FUSED>(v0, col[l], a0[l]);
-                    a1[l] = madd::<FUSED>(v1, col[l], a1[l]);
-                    a2[l] = madd::<FUSED>(v2, col[l], a2[l]);
-                    a3[l] = madd::<FUSED>(v3, col[l], a3[l]);
-                }
-            }
+            let [a0, a1, a2, a3] = madd_rows4::<FUSED>(norm, (x0, x1, x2, x3), &block[LANES..]);
             // Block numbers are exact in f32 (k < 2^24), which keeps the select one width.
             keep_lower(&a0, &mut low0, &mut at0, b as f32);
             keep_lower(&a1, &mut low1, &mut at1, b as f32);
