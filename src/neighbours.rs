@@ -16,6 +16,8 @@
 use rayon::prelude::*;
 
 use crate::linalg::dot;
+// LANES: queries scored together, in the lanes of one vector register (AVX-512) or two (AVX2).
+use crate::vector::LANES;
 
 /// `1 / ‖a‖`, or 0 for a vector without direction.
 pub(crate) fn inverse_norm(a: &[f32]) -> f32 {
@@ -105,41 +107,39 @@ fn offer_rows(
     tops: &mut [TopK],
 ) {
     let nq = tops.len().min(queries.len() / dim.max(1));
-    if nq < LANES || dim == 0 {
-        for (i, v) in rows.chunks_exact(dim.max(1)).enumerate() {
-            let row = first + i;
-            let s = scale(row, v);
-            if s == 0.0 {
-                continue;
+    if nq == 0 {
+        return;
+    }
+    // Many queries are scored LANES at a time against a few rows at once (see `score_rows`);
+    // a few, one `dot` at a time. Row i's scores start at `i · stride`.
+    let blocks = nq.div_ceil(LANES);
+    let packed = (nq >= LANES).then(|| pack_queries(&queries[..nq * dim], dim, blocks));
+    let stride = if packed.is_some() { blocks * LANES } else { nq };
+    let mut scores = vec![0f32; ROW_BLOCK * stride];
+    for (c, chunk) in rows.chunks(ROW_BLOCK * dim).enumerate() {
+        let scores = &mut scores[..chunk.len() / dim * stride];
+        match &packed {
+            Some(packed) => {
+                let (packed, scores) = (&packed[..], &mut scores[..]);
+                crate::vector::wide!(score_rows(
+                    chunk: &[f32],
+                    dim: usize,
+                    packed: &[f32],
+                    blocks: usize,
+                    scores: &mut [f32]
+                ));
             }
-            for (b, (q, top)) in queries.chunks_exact(dim).zip(tops.iter_mut()).enumerate() {
-                if !skip(b, row) {
-                    top.offer(row, dot(q, v) * s);
+            None => {
+                for (v, row_scores) in chunk.chunks_exact(dim).zip(scores.chunks_exact_mut(nq)) {
+                    for (q, score) in queries.chunks_exact(dim).zip(row_scores.iter_mut()) {
+                        *score = dot(q, v);
+                    }
                 }
             }
         }
-        return;
-    }
-    // Many queries: scored LANES at a time against a few rows at once (see `score_rows`).
-    let blocks = nq.div_ceil(LANES);
-    let packed = pack_queries(&queries[..nq * dim], dim, blocks);
-    let mut scores = vec![0f32; ROW_BLOCK * blocks * LANES];
-    for (c, chunk) in rows.chunks(ROW_BLOCK * dim).enumerate() {
-        let n = chunk.len() / dim;
-        let scores = &mut scores[..n * blocks * LANES];
-        {
-            let (packed, scores) = (&packed[..], &mut scores[..]);
-            crate::vector::wide!(score_rows(
-                chunk: &[f32],
-                dim: usize,
-                packed: &[f32],
-                blocks: usize,
-                scores: &mut [f32]
-            ));
-        }
         for (i, (v, row_scores)) in chunk
             .chunks_exact(dim)
-            .zip(scores.chunks_exact(blocks * LANES))
+            .zip(scores.chunks_exact(stride))
             .enumerate()
         {
             let row = first + c * ROW_BLOCK + i;
@@ -156,8 +156,6 @@ fn offer_rows(
     }
 }
 
-/// Queries scored together, in the lanes of one vector register (AVX-512) or two (AVX2).
-use crate::vector::LANES;
 /// Rows scored per call of [`score_rows`].
 const ROW_BLOCK: usize = 256;
 
