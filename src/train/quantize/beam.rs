@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use tch::Tensor;
 
-use super::ils::PairTerms;
+use super::ils::{PairTerms, widen};
 
 /// Floats of scratch per row: the unary terms.
 pub fn memory_per_row(k: i64, num_codebooks: i64) -> i64 {
@@ -79,7 +79,7 @@ fn search_rows<const _FUSED: bool>(terms: &PairTerms, unary: &[f32], beam: usize
                 for j in 0..i {
                     let add = terms.row(i, j, codes[e * books + j] as usize);
                     for (a, &p) in acc.iter_mut().zip(add) {
-                        *a += p;
+                        *a += widen(p);
                     }
                 }
                 let base = cost[e];

@@ -29,12 +29,22 @@ pub const SWEEPS: usize = 4;
 /// layout `[i][j][c_j][c_i]` those D rows lay K²·4 bytes apart, each a fresh miss once the table
 /// outgrows the caches (105 MB at K=256 D=20): GloVe 20k, K=256 D=20, 6 lsq rounds took 13.6 s
 /// there and 10.0 s with this layout, for the same codes.
+///
+/// The searches stream these rows from memory (a changed code at D=20 reads 19 of them, twice),
+/// so the pairwise terms are kept as IEEE half floats, in units of [`PairTerms::scale`] (a
+/// power of two that keeps the largest term below 2^15, far from the format's limit), and the
+/// unary terms come in the same units. The costs are then sums of terms rounded to 11
+/// significant bits: the searches use them to choose, and the lsq search judges the codes it
+/// returns by their exact error.
 pub struct PairTerms {
     books: usize,
     k: usize,
     flat: Tensor,
     norms: Tensor,
-    pair: Arc<Vec<f32>>,
+    pair: Arc<Vec<u16>>,
+    scale: f32,
+    /// The tables `[D·K, d]` on the CPU, for exact errors.
+    rows: Arc<Vec<f32>>,
 }
 
 impl PairTerms {
@@ -52,15 +62,24 @@ impl PairTerms {
                 .reshape([books * k, d])
                 .contiguous();
             let gram = flat.matmul(&flat.tr()) * 2.0;
+            let largest = gram.abs().max().double_value(&[]);
+            let scale = unit_for(largest)?;
             // gram[(j, c_j), (i, c_i)] is already [j][c_j][i][c_i].
-            let pair = gram.view(-1).to_device(Device::Cpu);
+            let pair = (gram / f64::from(scale))
+                .to_kind(Kind::Half)
+                .view(-1)
+                .to_device(Device::Cpu);
+            let pair = Vec::<half::f16>::try_from(pair).ok()?;
             let norms = flat.square().sum_dim_intlist(1, false, None::<Kind>);
+            let rows = Vec::<f32>::try_from(flat.to_device(Device::Cpu).view(-1)).ok()?;
             Some(PairTerms {
                 books: books as usize,
                 k: k as usize,
                 flat,
                 norms,
-                pair: Arc::new(Vec::<f32>::try_from(pair).ok()?),
+                pair: Arc::new(pair.into_iter().map(half::f16::to_bits).collect()),
+                scale,
+                rows: Arc::new(rows),
             })
         })
     }
@@ -73,7 +92,14 @@ impl PairTerms {
             flat: self.flat.shallow_clone(),
             norms: self.norms.shallow_clone(),
             pair: Arc::clone(&self.pair),
+            scale: self.scale,
+            rows: Arc::clone(&self.rows),
         }
+    }
+
+    /// The unit of the costs the searches add up: a power of two, so that scaling is exact.
+    pub fn scale(&self) -> f32 {
+        self.scale
     }
 
     /// Code positions D.
@@ -86,23 +112,48 @@ impl PairTerms {
         self.k
     }
 
-    /// The unary terms `‖T_i[c]‖² − 2·x·T_i[c]` of rows `target` `[B, d]`, `[B·D·K]` on the CPU.
+    /// The unary terms `‖T_i[c]‖² − 2·x·T_i[c]` of rows `target` `[B, d]`, `[B·D·K]` on the CPU,
+    /// in units of [`PairTerms::scale`].
     pub fn unary(&self, target: &Tensor) -> Vec<f32> {
         tch::no_grad(|| {
-            let u =
-                self.norms.unsqueeze(0) - target.to_kind(Kind::Float).matmul(&self.flat.tr()) * 2.0;
+            let u = (self.norms.unsqueeze(0)
+                - target.to_kind(Kind::Float).matmul(&self.flat.tr()) * 2.0)
+                / f64::from(self.scale);
             Vec::<f32>::try_from(u.to_device(Device::Cpu).contiguous().view(-1))
                 .expect("float unary terms")
         })
     }
 
-    /// The K costs that code `c` at position `j` adds to position `i`.
+    /// The K costs that code `c` at position `j` adds to position `i`, as half floats (see
+    /// [`widen`]).
     #[inline(always)]
-    pub(super) fn row(&self, i: usize, j: usize, c: usize) -> &[f32] {
+    pub(super) fn row(&self, i: usize, j: usize, c: usize) -> &[u16] {
         let k = self.k;
         let at = ((j * k + c) * self.books + i) * k;
         &self.pair[at..at + k]
     }
+}
+
+/// A power of two `s` with `largest / s` at most 2^15 (and at least 2^14 unless `largest` is
+/// tiny): half floats then hold every term `p / s` with 11 significant bits. `None` when
+/// `largest` is not finite.
+fn unit_for(largest: f64) -> Option<f32> {
+    if !largest.is_finite() {
+        return None;
+    }
+    let exponent = (largest.max(f64::MIN_POSITIVE).log2().ceil() as i32 - 15).clamp(-100, 100);
+    Some(2f32.powi(exponent))
+}
+
+/// The value of IEEE half-float bits `h` (finite ones; subnormals included): the exponent and
+/// fraction moved into place as an f32, then scaled by 2^112 to undo the difference between the
+/// two formats' exponent biases. Integer and float operations only, so loops over rows of
+/// terms become vector instructions on any x86_64 (no F16C needed).
+#[inline(always)]
+pub(super) fn widen(h: u16) -> f32 {
+    let bits = u32::from(h);
+    let magnitude = f32::from_bits((bits & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
+    f32::from_bits(magnitude.to_bits() | ((bits & 0x8000) << 16))
 }
 
 /// Floats of scratch per row: the unary terms and the costs.
@@ -125,6 +176,14 @@ pub fn encode(
     let books = terms.books;
     let rows = target.size()[0] as usize;
     let unary = terms.unary(target);
+    let x: Vec<f32> = Vec::try_from(
+        target
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .contiguous()
+            .view(-1),
+    )
+    .expect("f32 rows");
     let mut all: Vec<i64> = Vec::try_from(
         codes
             .to_kind(Kind::Int64)
@@ -134,10 +193,11 @@ pub fn encode(
     )
     .expect("int64 codes");
     {
-        let (unary, all) = (&unary[..], &mut all[..]);
+        let (unary, x, all) = (&unary[..], &x[..], &mut all[..]);
         crate::vector::wide!(search_rows(
             terms: &PairTerms,
             unary: &[f32],
+            x: &[f32],
             all: &mut [i64],
             trials: usize,
             perturb: usize,
@@ -151,24 +211,28 @@ pub fn encode(
 }
 
 /// [`RowSearch::run`] on every row of `all` (`[rows, D]` codes, rewritten in place) with its
-/// unary terms (`[rows, D, K]`). It only adds, so `_FUSED` changes nothing.
+/// unary terms (`[rows, D, K]`) and values (`x`, `[rows, d]`). It only adds, so `_FUSED`
+/// changes nothing.
 #[inline(always)]
 fn search_rows<const _FUSED: bool>(
     terms: &PairTerms,
     unary: &[f32],
+    x: &[f32],
     all: &mut [i64],
     trials: usize,
     perturb: usize,
     seed: u64,
 ) {
     let (books, k) = (terms.books, terms.k);
+    let d = terms.rows.len() / (books * k).max(1);
     let mut search = RowSearch::new(books, k);
-    for (row, unary) in all
+    for ((row, unary), x) in all
         .chunks_exact_mut(books)
         .zip(unary.chunks_exact(books * k))
+        .zip(x.chunks_exact(d))
     {
         let mut rng = SplitMix64::new(row_seed(seed, row));
-        search.run(terms, unary, row, trials, perturb, &mut rng);
+        search.run(terms, unary, x, row, trials, perturb, &mut rng);
     }
 }
 
@@ -206,10 +270,12 @@ impl RowSearch {
 
     /// Searches from `row`'s codes and writes the best found back into it.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         terms: &PairTerms,
         unary: &[f32],
+        x: &[f32],
         row: &mut [i64],
         trials: usize,
         perturb: usize,
@@ -226,7 +292,7 @@ impl RowSearch {
                 if i != j {
                     let add = terms.row(i, j, self.codes[j]);
                     for (a, &p) in self.cost[i * k..(i + 1) * k].iter_mut().zip(add) {
-                        *a += p;
+                        *a += widen(p);
                     }
                 }
             }
@@ -253,12 +319,27 @@ impl RowSearch {
                 self.cost.copy_from_slice(&self.best_cost);
             }
         }
-        // Rounding in the expanded form must not replace codes by ones no better.
-        if best < start {
+        // The costs add rounded terms: codes they rank better replace the row's only if their
+        // exact error is lower.
+        if best < start
+            && self
+                .best_codes
+                .iter()
+                .zip(row.iter())
+                .any(|(&b, &r)| b as i64 != r)
+            && error_of(terms, x, self.best_codes.iter().copied())
+                < error_of(terms, x, self.codes_of(row))
+        {
             for (r, &c) in row.iter_mut().zip(&self.best_codes) {
                 *r = c as i64;
             }
         }
+    }
+
+    /// `row`'s codes as [`RowSearch::run`] reads them.
+    fn codes_of<'a>(&self, row: &'a [i64]) -> impl Iterator<Item = usize> + 'a {
+        let k = self.k;
+        row.iter().map(move |&r| (r.max(0) as usize).min(k - 1))
     }
 
     /// The error less `||x||²`: `Σ_i u[i][c_i] + Σ_{i<j} p` = `½ Σ_i (u[i][c_i] + a[i][c_i])`.
@@ -283,7 +364,7 @@ impl RowSearch {
         for j in (0..books).filter(|&j| j != i) {
             let (sub, add) = (terms.row(j, i, old), terms.row(j, i, c));
             for ((a, &s), &p) in self.cost[j * k..(j + 1) * k].iter_mut().zip(sub).zip(add) {
-                *a += p - s;
+                *a += widen(p) - widen(s);
             }
         }
         self.codes[i] = c;
@@ -307,6 +388,20 @@ impl RowSearch {
             }
         }
     }
+}
+
+/// The squared error of `codes` for the row `x`, in f64: `‖x − Σ_i T_i[c_i]‖²`.
+#[inline(always)]
+fn error_of(terms: &PairTerms, x: &[f32], codes: impl Iterator<Item = usize>) -> f64 {
+    let (k, d) = (terms.k, x.len());
+    let mut residual: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    for (i, c) in codes.enumerate() {
+        let at = (i * k + c) * d;
+        for (r, &t) in residual.iter_mut().zip(&terms.rows[at..at + d]) {
+            *r -= f64::from(t);
+        }
+    }
+    residual.iter().map(|r| r * r).sum()
 }
 
 /// The first index of the smallest of `costs`, or `current` when nothing is smaller than the
@@ -408,6 +503,48 @@ mod tests {
             0,
         );
         assert!(halves.equal(&searched));
+    }
+
+    #[test]
+    fn widen_reads_every_finite_half_float_exactly() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            if h.is_finite() {
+                assert_eq!(widen(bits).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_unit_keeps_the_largest_term_between_2_14_and_2_15() {
+        // Tiny terms (all tables near zero) get the smallest unit, 2^-100.
+        assert_eq!(unit_for(1e-30), Some(2f32.powi(-100)));
+        for largest in [3e-7, 0.5, 1.0, 3.0, 1000.0, 65504.0, 1e12] {
+            let s = f64::from(unit_for(largest).unwrap());
+            assert_eq!(s.log2().fract(), 0.0, "{s} is a power of two");
+            let scaled = largest / s;
+            assert!((16384.0..=32768.0).contains(&scaled), "{largest}: {scaled}");
+        }
+        assert_eq!(unit_for(f64::NAN), None);
+        assert_eq!(unit_for(f64::INFINITY), None);
+        // Tables too large for half floats unscaled still get every term finite.
+        let mut rng = Rng::new(6);
+        let tables = rng.normal_of(&[3, 8, 5], 1.0) * 1e4;
+        let terms = PairTerms::new(&tables).unwrap();
+        assert!(
+            terms
+                .pair
+                .iter()
+                .all(|&h| half::f16::from_bits(h).is_finite())
+        );
+        let x = rng.normal_of(&[20, 5], 1e4);
+        let codes = encode(&terms, &x, &rng.integers(8, &[20, 3]), 4, 1, 3);
+        let start = row_errors(&x, &tables, &codes);
+        let again = encode(&terms, &x, &codes, 4, 1, 3);
+        let after = row_errors(&x, &tables, &again);
+        for (a, b) in after.iter().zip(&start) {
+            assert!(a <= &(b * (1.0 + 1e-6)), "{a} > {b}");
+        }
     }
 
     #[test]
