@@ -104,7 +104,7 @@ fn annealed_least_squares_beats_plain_rounds() {
     };
     let plain = run(TrainConfig {
         lsq_anneal: 0.0,
-        lsq_trials: 0,
+        lsq_trials: Some(0),
         ..base.clone()
     });
     let annealed = run(base.clone());
@@ -263,7 +263,7 @@ fn conditioned_composer_beats_the_additive_tables() {
         refine_rounds: 1,
         lsq_rounds: 8,
         lsq_anneal: 0.0,
-        lsq_trials: 0,
+        lsq_trials: Some(0),
         ..TrainConfig::default()
     });
     let mut rec = Recorder::default();

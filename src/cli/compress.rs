@@ -114,10 +114,11 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 25, value_name = "N")]
     pub lsq_rounds: usize,
     /// Perturbation trials per word in each lsq re-encoding (the iterated local search of LSQ++,
-    /// faiss's LocalSearchQuantizer): a few random positions change, ICM runs again, and a word
-    /// keeps the best codes found. 0: ICM alone.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub lsq_trials: usize,
+    /// faiss's LocalSearchQuantizer): two random positions change (one below D = 8), ICM runs
+    /// again, and a word keeps the best codes found. 0: ICM alone; default: 0.6·D, at least 8 and
+    /// at most 12.
+    #[arg(long, value_name = "N")]
+    pub lsq_trials: Option<usize>,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
     /// tables perturbed by noise of the rq stage's error spread / D, scaled by
     /// (1 - round / rounds)^P, the best kept; the rounds run to --lsq-rounds unless, from the

@@ -177,9 +177,11 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
     })
 }
 
-/// Positions changed by one perturbation trial of the lsq search.
+/// Positions changed by one perturbation trial of the lsq search: two (one below D = 8). Four
+/// (faiss's default) made each trial about half again as costly, and more trials of two found
+/// as much in less time (see [`crate::train_config::TrainConfig::lsq_trials_for`]).
 fn perturbed(num_codebooks: i64) -> usize {
-    (num_codebooks as usize / 4).clamp(1, 4)
+    (num_codebooks as usize / 4).clamp(1, 2)
 }
 
 /// Codes for every word under `tables`, starting from `codes`: the iterated local search when
@@ -187,7 +189,7 @@ fn perturbed(num_codebooks: i64) -> usize {
 fn search(set: &TrainingSet, out: &mut Reporter, tables: &Tensor, codes: &Tensor) -> Tensor {
     let (seed, trials, perturb) = (
         out.rng.seed(),
-        set.cfg.lsq_trials,
+        set.cfg.lsq_trials_for(set.num_codebooks as usize),
         perturbed(set.num_codebooks),
     );
     // The (DK)² products of the tables, one matrix product, on every worker's core.
