@@ -176,22 +176,8 @@ pub fn encode(
     let books = terms.books;
     let rows = target.size()[0] as usize;
     let unary = terms.unary(target);
-    let x: Vec<f32> = Vec::try_from(
-        target
-            .to_kind(Kind::Float)
-            .to_device(Device::Cpu)
-            .contiguous()
-            .view(-1),
-    )
-    .expect("f32 rows");
-    let mut all: Vec<i64> = Vec::try_from(
-        codes
-            .to_kind(Kind::Int64)
-            .to_device(Device::Cpu)
-            .contiguous()
-            .view(-1),
-    )
-    .expect("int64 codes");
+    let x: Vec<f32> = flat_cpu(target);
+    let mut all: Vec<i64> = flat_cpu(codes);
     {
         let (unary, x, all) = (&unary[..], &x[..], &mut all[..]);
         crate::vector::wide!(search_rows(
@@ -208,6 +194,20 @@ pub fn encode(
         .view([rows as i64, books as i64])
         .to_kind(codes.kind())
         .to_device(codes.device())
+}
+
+/// The elements of `t` in row-major order, as `T` on the CPU.
+fn flat_cpu<T: tch::kind::Element>(t: &Tensor) -> Vec<T>
+where
+    Vec<T>: TryFrom<Tensor, Error = tch::TchError>,
+{
+    Vec::try_from(
+        t.to_kind(T::KIND)
+            .to_device(Device::Cpu)
+            .contiguous()
+            .view(-1),
+    )
+    .expect("a tensor converted to its element kind")
 }
 
 /// [`RowSearch::run`] on every row of `all` (`[rows, D]` codes, rewritten in place) with its
