@@ -15,7 +15,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::eval::SplitMix64;
 
-/// Largest pairwise table, in floats (256 MiB): `(D·K)²`. K=256 with D up to 32 fits.
+/// Largest pairwise table, in terms (128 MiB as half floats): `(D·K)²`. K=256 with D up to 32
+/// fits.
 pub const MAX_PAIR_FLOATS: i64 = 1 << 26;
 
 /// Most ICM sweeps after the start and after each perturbation (faiss's `icm_iters`); a sweep
