@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
+use super::flat_cpu;
 use crate::eval::SplitMix64;
 
 /// Largest pairwise table, in terms (128 MiB as half floats): `(D·K)²`. K=256 with D up to 32
@@ -195,20 +196,6 @@ pub fn encode(
         .view([rows as i64, books as i64])
         .to_kind(codes.kind())
         .to_device(codes.device())
-}
-
-/// The elements of `t` in row-major order, as `T` on the CPU.
-fn flat_cpu<T: tch::kind::Element>(t: &Tensor) -> Vec<T>
-where
-    Vec<T>: TryFrom<Tensor, Error = tch::TchError>,
-{
-    Vec::try_from(
-        t.to_kind(T::KIND)
-            .to_device(Device::Cpu)
-            .contiguous()
-            .view(-1),
-    )
-    .expect("a tensor converted to its element kind")
 }
 
 /// [`RowSearch::run`] on every row of `all` (`[rows, D]` codes, rewritten in place) with its

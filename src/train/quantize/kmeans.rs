@@ -11,12 +11,12 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::chunk_rows;
+use super::{chunk_rows, flat_cpu};
 use crate::train::parallel::{Pages, chunks, par_chunks, par_chunks_with, with_torch_threads};
 use crate::train::rng::Rng;
 // LANES: centroids scored together by `nearest_direct`; their distances stay in vector
 // registers while a row's coordinates stream past.
-use crate::vector::{LANES, madd_rows4};
+use crate::vector::{LANES, has_avx512_bf16, madd_rows4};
 
 /// Relative nudge that separates the two halves of a split cluster.
 const SPLIT_EPS: f64 = 1.0 / 1024.0;
@@ -267,29 +267,14 @@ fn nearest(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
     let cpu = points.device() == Device::Cpu;
     if cpu && points.size()[1] <= DIRECT_MAX_DIMS {
         #[cfg(target_arch = "x86_64")]
-        if bf16_products() {
+        if has_avx512_bf16() {
             return bf16_direct::nearest(points, centroids, norms);
         }
         nearest_direct(points, centroids, norms)
-    } else if cpu && bf16_products() {
+    } else if cpu && has_avx512_bf16() {
         nearest_bf16(points, centroids, norms)
     } else {
         nearest_matrix(points, centroids, norms)
-    }
-}
-
-/// Whether the CPU multiplies bf16 matrices in hardware (AVX512-BF16; LibTorch then runs them
-/// through oneDNN, about 3.8 times the f32 rate here: 740 against 194 GFLOPS on 2 cores for a
-/// `[40000, 768] × [768, 256]` product). Elsewhere bf16 products are emulated, and slower.
-fn bf16_products() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bf16")
-            && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -318,7 +303,7 @@ fn bf16_product(a: &Tensor, b: &Tensor) -> Tensor {
 /// the points as they are (mpnet's first 8,000 words, K=256 D=8, `--seed 1`: rq 2.7675 / nn@10
 /// 0.4062 in 14.6 s with f32 axes, 2.7703 / 0.4127 in 12.6 s).
 fn rough_product(a: &Tensor, b: &Tensor, width: i64) -> Tensor {
-    if width > DIRECT_MAX_DIMS && a.device() == Device::Cpu && bf16_products() {
+    if width > DIRECT_MAX_DIMS && a.device() == Device::Cpu && has_avx512_bf16() {
         bf16_product(a, b)
     } else {
         a.matmul(b)
@@ -338,16 +323,8 @@ fn nearest_matrix(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor
 /// [`LANES`] centroids at a time, four rows at once, the running minimum kept per lane.
 fn nearest_direct(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
     let (d, k) = (points.size()[1] as usize, centroids.size()[0] as usize);
-    let floats = |t: Tensor| -> Vec<f32> {
-        Vec::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).expect("f32 on the CPU")
-    };
-    let x = floats(points.shallow_clone());
-    let (blocks, packed) = pack_blocks(
-        &floats(centroids.shallow_clone()),
-        &floats(norms.shallow_clone()),
-        d,
-        k,
-    );
+    let x: Vec<f32> = flat_cpu(points);
+    let (blocks, packed) = pack_blocks(&flat_cpu::<f32>(centroids), &flat_cpu::<f32>(norms), d, k);
     let mut out = vec![0i64; x.len() / d.max(1)];
     {
         let (x, packed, out) = (&x[..], &packed[..], &mut out[..]);
@@ -446,9 +423,6 @@ mod bf16_direct {
     /// Nearest of `centroids` to each row of `points` (see the module).
     pub(super) fn nearest(points: &Tensor, centroids: &Tensor, norms: &Tensor) -> Tensor {
         let (d, k) = (points.size()[1] as usize, centroids.size()[0] as usize);
-        let floats = |t: &Tensor| -> Vec<f32> {
-            Vec::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).expect("f32 on the CPU")
-        };
         let pairs = d.div_ceil(2);
         // bf16 copies (rounded to nearest even), an odd width padded with a zero, read as one
         // u32 per pair of dimensions (the first in the low half).
@@ -467,7 +441,7 @@ mod bf16_direct {
         };
         let rows = paired(points);
         let c = paired(&(centroids * -2.0));
-        let n = floats(norms);
+        let n: Vec<f32> = super::super::flat_cpu(norms);
         let blocks = k.div_ceil(LANES);
         // Per block: its norms (infinite past k), then per pair of dimensions the 16 centroids'
         // two coordinates times −2 as bf16 pairs.
@@ -669,7 +643,7 @@ mod tests {
     /// rounding of its nearest: 8 significant bits on products of vectors of norm about 17.
     #[test]
     fn bf16_assignment_picks_a_centroid_nearly_as_near_as_the_nearest() {
-        if !bf16_products() {
+        if !has_avx512_bf16() {
             return;
         }
         let mut rng = Rng::new(13);
@@ -699,7 +673,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn bf16_direct_assignment_picks_a_centroid_nearly_as_near_as_the_nearest() {
-        if !bf16_products() {
+        if !has_avx512_bf16() {
             return;
         }
         let mut rng = Rng::new(14);

@@ -16,3 +16,17 @@ pub mod lsq;
 pub mod rq;
 
 pub use additive::{additive_decode, chunk_rows};
+
+/// The elements of `t` in row-major order, as `T` on the CPU.
+pub(crate) fn flat_cpu<T: tch::kind::Element>(t: &tch::Tensor) -> Vec<T>
+where
+    Vec<T>: TryFrom<tch::Tensor, Error = tch::TchError>,
+{
+    Vec::try_from(
+        t.to_kind(T::KIND)
+            .to_device(tch::Device::Cpu)
+            .contiguous()
+            .view(-1),
+    )
+    .expect("a tensor converted to its element kind")
+}
