@@ -25,7 +25,8 @@ pub fn has_avx512() -> bool {
 /// Whether the CPU multiplies bf16 in hardware (AVX512-BF16 with AVX-512F: `vdpbf16ps`, and
 /// LibTorch's bf16 matrix products through oneDNN, about 3.8 times the f32 rate here: 740
 /// against 194 GFLOPS on 2 cores for a `[40000, 768] × [768, 256]` product). Elsewhere bf16
-/// products are emulated, and slower.
+/// products are emulated, and slower. Only training (k-means) asks.
+#[cfg(feature = "train")]
 #[inline]
 pub fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
