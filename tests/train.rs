@@ -495,7 +495,15 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
         let mut got = vec![0f32; 64 * 4];
         rebuilt.decode_batch(&flat, &mut got);
         for (i, (a, b)) in got.iter().zip(&y).enumerate() {
-            let tol = 1e-5 * b.abs().max(1.0);
+            // The conditioned composer runs D sequential steps whose rounding compounds, and
+            // LibTorch's products may sum in another order from run to run: one clean-clone run
+            // saw 1.1e-5 (rust -0.40428543 vs tch -0.40427423); the one-shot kinds stay at 1e-5.
+            let rel = if kind == ComposerKind::Conditioned {
+                1e-4
+            } else {
+                1e-5
+            };
+            let tol = rel * b.abs().max(1.0);
             assert!(
                 (a - b).abs() <= tol,
                 "{kind:?} value {i}: rust {a} vs tch {b}"
