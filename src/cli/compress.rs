@@ -119,6 +119,14 @@ pub struct CompressArgs {
     /// at most 12.
     #[arg(long, value_name = "N")]
     pub lsq_trials: Option<usize>,
+    /// Each lsq round also encodes every word by beam search of this width under the round's
+    /// tables, and a word keeps whichever codes decode closer. The first round runs it beside
+    /// the perturbation trials; where it then finds closer codes for at least 2% of the words it
+    /// goes on in their place (on GloVe-like tables of few dimensions per code: lower errors),
+    /// elsewhere the rounds go on with the trials alone. 0: never; default: 16 when the rounds
+    /// anneal, 0 above --lsq-sample words.
+    #[arg(long, value_name = "N")]
+    pub lsq_beam: Option<usize>,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
     /// tables perturbed by noise of the rq stage's error spread / D, scaled by
     /// (1 - round / rounds)^P, the best kept; the rounds run to --lsq-rounds unless, from the
@@ -221,6 +229,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         train_beam: args.train_beam,
         lsq_rounds: args.lsq_rounds,
         lsq_trials: args.lsq_trials,
+        lsq_beam: args.lsq_beam,
         lsq_anneal: args.lsq_anneal,
         lsq_sample: args.lsq_sample,
         refine_rounds: args.refine_rounds,

@@ -378,6 +378,39 @@ impl RowSearch {
     }
 }
 
+/// Per row of `target` `[B, d]`, whichever of the codes `a` and `b` (`[B, D]`) decodes closer
+/// under the terms' tables, by the exact error; `a` unless `b` is strictly closer. Returns the
+/// codes and how many rows took `b`'s.
+pub fn closer_of(terms: &PairTerms, target: &Tensor, a: &Tensor, b: &Tensor) -> (Tensor, usize) {
+    let (books, k) = (terms.books, terms.k);
+    let d = terms.rows.len() / (books * k).max(1);
+    let x: Vec<f32> = flat_cpu(target);
+    let (mut out, other): (Vec<i64>, Vec<i64>) = (flat_cpu(a), flat_cpu(b));
+    let codes = |row: &[i64]| {
+        row.iter()
+            .map(|&c| (c.max(0) as usize).min(k - 1))
+            .collect::<Vec<_>>()
+    };
+    let mut taken = 0;
+    for ((ra, rb), x) in out
+        .chunks_exact_mut(books)
+        .zip(other.chunks_exact(books))
+        .zip(x.chunks_exact(d))
+    {
+        if ra != rb
+            && error_of(terms, x, codes(rb).into_iter()) < error_of(terms, x, codes(ra).into_iter())
+        {
+            ra.copy_from_slice(rb);
+            taken += 1;
+        }
+    }
+    let codes = Tensor::from_slice(&out)
+        .view([a.size()[0], books as i64])
+        .to_kind(a.kind())
+        .to_device(a.device());
+    (codes, taken)
+}
+
 /// The squared error of `codes` for the row `x`, in f64: `‖x − Σ_i T_i[c_i]‖²`.
 #[inline(always)]
 fn error_of(terms: &PairTerms, x: &[f32], codes: impl Iterator<Item = usize>) -> f64 {
@@ -423,6 +456,36 @@ mod tests {
     use crate::train::quantize::additive::{additive_decode, row_errors};
     use crate::train::quantize::lsq;
     use crate::train::rng::Rng;
+
+    #[test]
+    fn closer_of_takes_the_second_codes_only_where_they_decode_strictly_closer() {
+        let mut rng = Rng::new(8);
+        let (books, k, d, n) = (3, 16, 10, 200);
+        let tables = rng.normal_of(&[books, k, d], 1.0);
+        let terms = PairTerms::new(&tables).unwrap();
+        let x = rng.normal_of(&[n, d], 2.0);
+        let (a, b) = (
+            rng.integers(k as usize, &[n, books]),
+            rng.integers(k as usize, &[n, books]),
+        );
+        let (got, taken) = closer_of(&terms, &x, &a, &b);
+        let (ea, eb, eg) = (
+            row_errors(&x, &tables, &a),
+            row_errors(&x, &tables, &b),
+            row_errors(&x, &tables, &got),
+        );
+        let mut expected = 0;
+        for r in 0..n as usize {
+            assert!((eg[r] - ea[r].min(eb[r])).abs() < 1e-3, "row {r}");
+            expected += usize::from(eb[r] < ea[r] - 1e-3);
+        }
+        assert!(
+            taken >= expected && taken > n as usize / 4,
+            "{taken} vs {expected}"
+        );
+        // Against itself nothing is taken.
+        assert_eq!(closer_of(&terms, &x, &a, &a).1, 0);
+    }
 
     #[test]
     fn icm_in_pairwise_form_equals_the_direct_icm_and_search_never_worsens_a_row() {
