@@ -83,6 +83,17 @@ fn default_pipeline_beats_residual_quantization_on_real_vectors() {
     assert!((mse - r.mse).abs() < 1e-9, "{mse} vs {}", r.mse);
 }
 
+/// Trains the additive stages (rq, lsq) of `config` on `e`; returns the error over all words,
+/// which the lsq stage must not have raised above the rq stage's, and the messages.
+fn additive_run(e: &Embeddings, config: &TrainConfig) -> (f64, String) {
+    let mut rec = Recorder::default();
+    let t = train(e, config, &mut rec).unwrap();
+    let names: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(names, ["rq", "lsq"]);
+    assert!(t.report.mse <= rec.reports[0].mse + 1e-6);
+    (t.report.mse, rec.messages.join("\n"))
+}
+
 /// The lsq stage's annealed rounds (LSQ++: tables perturbed by decaying noise, codes by iterated
 /// local search) end well below plain least squares + ICM from the same rq start; above
 /// `--lsq-sample` words the rounds are plain but keep the perturbation trials, which still gain.
@@ -94,14 +105,7 @@ fn annealed_least_squares_beats_plain_rounds() {
         num_codebooks: 6,
         ..TrainConfig::default()
     });
-    let run = |config: TrainConfig| {
-        let mut rec = Recorder::default();
-        let t = train(&e, &config, &mut rec).unwrap();
-        let names: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
-        assert_eq!(names, ["rq", "lsq"]);
-        assert!(t.report.mse <= rec.reports[0].mse + 1e-6);
-        t.report.mse
-    };
+    let run = |config: TrainConfig| additive_run(&e, &config).0;
     let plain = run(TrainConfig {
         lsq_anneal: 0.0,
         lsq_trials: Some(0),
@@ -141,12 +145,7 @@ fn the_lsq_beam_search_ends_below_the_trials_alone() {
         num_codebooks: 6,
         ..TrainConfig::default()
     });
-    let run = |config: TrainConfig| {
-        let mut rec = Recorder::default();
-        let t = train(&e, &config, &mut rec).unwrap();
-        assert!(t.report.mse <= rec.reports[0].mse + 1e-6);
-        (t.report.mse, rec.messages.join("\n"))
-    };
+    let run = |config: TrainConfig| additive_run(&e, &config);
     let (beam, log) = run(base.clone());
     let (trials, _) = run(TrainConfig {
         lsq_beam: Some(0),

@@ -154,6 +154,30 @@ mod tests {
     use crate::train::quantize::rq;
     use crate::train::rng::Rng;
 
+    /// Asserts that the pairwise search with each of `beams` finds what the residual search
+    /// finds on `x` under `tables`, up to rounding between equally good encodings (two rows).
+    fn agree_with_the_residual_search(tables: &Tensor, x: &Tensor, beams: &[usize]) {
+        let terms = PairTerms::new(tables).unwrap();
+        let n = x.size()[0] as usize;
+        for &beam in beams {
+            let (a, b) = (
+                encode(&terms, x, beam),
+                rq::beam_encode(x, tables, beam as i64),
+            );
+            let (ea, eb) = (row_errors(x, tables, &a), row_errors(x, tables, &b));
+            let same = ea
+                .iter()
+                .zip(&eb)
+                .filter(|(p, q)| (*p - *q).abs() < 1e-3)
+                .count();
+            assert!(
+                same >= n - 2,
+                "K={} beam {beam}: {same} of {n} rows agree",
+                tables.size()[1]
+            );
+        }
+    }
+
     /// The pairwise search finds what the residual search finds (up to rounding between equally
     /// good encodings), and the exact codes when the beam covers every prefix.
     #[test]
@@ -163,22 +187,7 @@ mod tests {
         let tables = rng.normal_of(&[books, k, d], 1.0);
         let terms = PairTerms::new(&tables).unwrap();
         let x = rng.normal_of(&[n, d], 2.0);
-        for beam in [1, 3, 16] {
-            let (a, b) = (
-                encode(&terms, &x, beam),
-                rq::beam_encode(&x, &tables, beam as i64),
-            );
-            let (ea, eb) = (row_errors(&x, &tables, &a), row_errors(&x, &tables, &b));
-            let same = ea
-                .iter()
-                .zip(&eb)
-                .filter(|(p, q)| (*p - *q).abs() < 1e-3)
-                .count();
-            assert!(
-                same >= n as usize - 2,
-                "beam {beam}: {same} of {n} rows agree"
-            );
-        }
+        agree_with_the_residual_search(&tables, &x, &[1, 3, 16]);
         // 8^3 entries cover every prefix of the first three positions: the search is exhaustive.
         let codes = rng.integers(k as usize, &[50, books]);
         let exact = additive_decode(&tables, &codes);
@@ -187,26 +196,8 @@ mod tests {
         assert!(err < 1e-4, "{err}");
         // Tables wider than one block of codes, with a partial block at the end: the block scan
         // keeps what the residual search keeps.
-        let (wide_k, wide_d) = (40, 12);
-        let wide = rng.normal_of(&[books, wide_k, wide_d], 1.0);
-        let wide_terms = PairTerms::new(&wide).unwrap();
-        let xw = rng.normal_of(&[n, wide_d], 2.0);
-        for beam in [1, 5, 24] {
-            let (a, b) = (
-                encode(&wide_terms, &xw, beam),
-                rq::beam_encode(&xw, &wide, beam as i64),
-            );
-            let (ea, eb) = (row_errors(&xw, &wide, &a), row_errors(&xw, &wide, &b));
-            let same = ea
-                .iter()
-                .zip(&eb)
-                .filter(|(p, q)| (*p - *q).abs() < 1e-3)
-                .count();
-            assert!(
-                same >= n as usize - 2,
-                "K={wide_k} beam {beam}: {same} of {n} rows agree"
-            );
-        }
+        let wide = rng.normal_of(&[books, 40, 12], 1.0);
+        agree_with_the_residual_search(&wide, &rng.normal_of(&[n, 12], 2.0), &[1, 5, 24]);
         // A wider beam is never worse in total.
         let total = |beam| -> f64 {
             row_errors(&x, &tables, &encode(&terms, &x, beam))
