@@ -134,7 +134,7 @@ pub struct TrainConfig {
     pub lsq_trials: Option<usize>,
     /// Beam width of the second search of each lsq round: every word is also encoded by beam
     /// search under the round's tables and keeps the closer codes; 0: local search alone;
-    /// `None`: [`TrainConfig::lsq_beam_for`].
+    /// `None`: [`LSQ_BEAM`].
     pub lsq_beam: Option<usize>,
     /// Exponent of the decay of the noise on the tables in the annealed lsq rounds (LSQ++'s
     /// stochastic relaxation); 0: plain rounds while the error falls.
@@ -263,7 +263,7 @@ fn range<T: PartialOrd + fmt::Display>(
     }
 }
 
-/// Width of the lsq rounds' beam search when they anneal, unless `--lsq-beam` says.
+/// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
 pub const LSQ_BEAM: usize = 16;
 
 /// Multiply-adds the automatic beam width may spend on the initial encoding.
@@ -557,12 +557,9 @@ impl TrainConfig {
             .unwrap_or_else(|| (num_codebooks * 3).div_ceil(5).clamp(8, 12))
     }
 
-    /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`] when the
-    /// rounds anneal and none when they are plain (inputs above `--lsq-sample` words, where every
-    /// round costs the most: on all 400,000 GloVe words at K=256 D=8, `--seed 1`, beam rounds
-    /// reached 2.5435 in 122 s against the trials' 2.5826 in 55 s).
-    pub fn lsq_beam_for(&self, annealed: bool) -> usize {
-        self.lsq_beam.unwrap_or(if annealed { LSQ_BEAM } else { 0 })
+    /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`].
+    pub fn lsq_beam_width(&self) -> usize {
+        self.lsq_beam.unwrap_or(LSQ_BEAM)
     }
 
     /// The temperature for `epoch` (from 0) out of `epochs`.
@@ -690,21 +687,6 @@ mod tests {
             ..TrainConfig::default()
         };
         assert_eq!(given.auto_beam(5, 5), 3);
-    }
-
-    #[test]
-    fn the_lsq_beam_runs_in_annealed_rounds_unless_given() {
-        let c = TrainConfig::default();
-        assert_eq!(c.lsq_beam_for(true), LSQ_BEAM);
-        assert_eq!(c.lsq_beam_for(false), 0);
-        for given in [0, 4] {
-            let c = TrainConfig {
-                lsq_beam: Some(given),
-                ..TrainConfig::default()
-            };
-            assert_eq!(c.lsq_beam_for(true), given);
-            assert_eq!(c.lsq_beam_for(false), given);
-        }
     }
 
     #[test]

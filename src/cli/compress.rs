@@ -123,8 +123,8 @@ pub struct CompressArgs {
     /// tables, and a word keeps whichever codes decode closer. The first round runs it beside
     /// the perturbation trials; where it then finds closer codes for at least 2% of the words it
     /// goes on in their place (on GloVe-like tables of few dimensions per code: lower errors),
-    /// elsewhere the rounds go on with the trials alone. 0: never; default: 16 when the rounds
-    /// anneal, 0 above --lsq-sample words.
+    /// elsewhere the rounds go on with the trials alone. Plain rounds (above --lsq-sample words)
+    /// with the beam end once a round gains less than 0.5%. 0: never; default: 16.
     #[arg(long, value_name = "N")]
     pub lsq_beam: Option<usize>,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under

@@ -58,6 +58,14 @@ const ANNEAL_MIN_GAIN: f64 = 1e-3;
 /// way, 48.7 s against 31.6 s for the stage; mpnet D=8 3.3036 against 3.3049, 33.6 s against
 /// 20.1 s); above, lower errors (GloVe D=8 1.3903 against 1.4672, D=20 0.0742 against 0.0772).
 const BEAM_MIN_SHARE: f64 = 0.02;
+/// Least share by which a plain lsq round with the beam search must lower the error over all
+/// words to earn another (plain rounds with the trials alone: [`MIN_GAIN`]). On large inputs a
+/// beam round costs 1.6-2.6 trial rounds and gains far more at first: all 400,000 GloVe words
+/// at K=256 D=20 (`--seed 1`), after the rq stage's 0.2928 (37 s), beam rounds of about 35 s
+/// gave 0.2509, 0.2396, 0.2343, 0.2310, 0.2287, 0.2270, 0.2256, 0.2245 (the eighth gained
+/// 0.49%), where 25 trial rounds of 21.5 s each had reached 0.2449; at D=8 2.6439, 2.6120,
+/// 2.5937, 2.5814 (0.47%), where 14 trial rounds (55 s) reached 2.5826.
+const BEAM_MIN_GAIN: f64 = 5e-3;
 /// ICM sweeps per re-encoding.
 pub(super) const ICM_SWEEPS: usize = 2;
 
@@ -278,7 +286,7 @@ fn rounds(
     let trials = set.cfg.lsq_trials_for(set.num_codebooks as usize);
     let mut how = RoundSearch {
         trials,
-        beam: set.cfg.lsq_beam_for(noise.is_some()),
+        beam: set.cfg.lsq_beam_width(),
     };
     // The best error after each round, to judge the annealed rounds' recent gain.
     let mut bests = vec![best];
@@ -339,7 +347,12 @@ fn rounds(
             (best_tables, best_codes, best) =
                 (new_tables.shallow_clone(), new_codes.shallow_clone(), all);
         }
-        if noise.is_none() && (!improved || gain < MIN_GAIN) {
+        let min_gain = if how.beam > 0 {
+            BEAM_MIN_GAIN
+        } else {
+            MIN_GAIN
+        };
+        if noise.is_none() && (!improved || gain < min_gain) {
             break;
         }
         bests.push(best);
