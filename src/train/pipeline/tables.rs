@@ -282,11 +282,17 @@ fn rounds(
     // The first round runs both searches in full: the local search with its perturbation
     // trials and the beam search. Where the beam finds closer codes for at least
     // BEAM_MIN_SHARE of the words, it keeps running beside a local search without trials (it
-    // explores instead, at less cost); elsewhere the rounds go on with the trials alone.
+    // explores instead, at less cost); elsewhere the rounds go on with the trials alone. The beam
+    // search reads the pairwise terms: without them (D·K too large) there is none.
     let trials = set.cfg.lsq_trials_for(set.num_codebooks as usize);
+    let pairwise = (set.num_codebooks * set.k).pow(2) <= ils::MAX_PAIR_FLOATS;
     let mut how = RoundSearch {
         trials,
-        beam: set.cfg.lsq_beam_width(),
+        beam: if pairwise {
+            set.cfg.lsq_beam_width()
+        } else {
+            0
+        },
     };
     // The best error after each round, to judge the annealed rounds' recent gain.
     let mut bests = vec![best];
