@@ -285,10 +285,9 @@ fn rounds(
     // explores instead, at less cost); elsewhere the rounds go on with the trials alone. The beam
     // search reads the pairwise terms: without them (D·K too large) there is none.
     let trials = set.cfg.lsq_trials_for(set.num_codebooks as usize);
-    let pairwise = (set.num_codebooks * set.k).pow(2) <= ils::MAX_PAIR_FLOATS;
     let mut how = RoundSearch {
         trials,
-        beam: if pairwise {
+        beam: if ils::PairTerms::fit(set.num_codebooks, set.k) {
             set.cfg.lsq_beam_width()
         } else {
             0

@@ -55,7 +55,7 @@ impl PairTerms {
     pub fn new(tables: &Tensor) -> Option<Self> {
         let s = tables.size();
         let (books, k, d) = (s[0], s[1], s[2]);
-        if (books * k).pow(2) > MAX_PAIR_FLOATS {
+        if !Self::fit(books, k) {
             return None;
         }
         tch::no_grad(|| {
@@ -84,6 +84,12 @@ impl PairTerms {
                 rows: Arc::new(rows),
             })
         })
+    }
+
+    /// Whether the pairwise terms of `books` tables of `k` codes stay within
+    /// [`MAX_PAIR_FLOATS`].
+    pub fn fit(books: i64, k: i64) -> bool {
+        (books * k).pow(2) <= MAX_PAIR_FLOATS
     }
 
     /// A copy for another worker, sharing the tensors and the pairwise table.
@@ -270,8 +276,8 @@ impl RowSearch {
         rng: &mut SplitMix64,
     ) {
         let (books, k) = (self.books, self.k);
-        for (c, &r) in self.codes.iter_mut().zip(row.iter()) {
-            *c = (r.max(0) as usize).min(k - 1);
+        for (c, r) in self.codes.iter_mut().zip(in_range(row, k)) {
+            *c = r;
         }
         self.cost.copy_from_slice(unary);
         // Position j's code adds one contiguous block of rows, one per position i.
@@ -316,18 +322,12 @@ impl RowSearch {
                 .zip(row.iter())
                 .any(|(&b, &r)| b as i64 != r)
             && error_of(terms, x, self.best_codes.iter().copied())
-                < error_of(terms, x, self.codes_of(row))
+                < error_of(terms, x, in_range(row, k))
         {
             for (r, &c) in row.iter_mut().zip(&self.best_codes) {
                 *r = c as i64;
             }
         }
-    }
-
-    /// `row`'s codes as [`RowSearch::run`] reads them.
-    fn codes_of<'a>(&self, row: &'a [i64]) -> impl Iterator<Item = usize> + 'a {
-        let k = self.k;
-        row.iter().map(move |&r| (r.max(0) as usize).min(k - 1))
     }
 
     /// The error less `||x||²`: `Σ_i u[i][c_i] + Σ_{i<j} p` = `½ Σ_i (u[i][c_i] + a[i][c_i])`.
@@ -386,20 +386,13 @@ pub fn closer_of(terms: &PairTerms, target: &Tensor, a: &Tensor, b: &Tensor) -> 
     let d = terms.rows.len() / (books * k).max(1);
     let x: Vec<f32> = flat_cpu(target);
     let (mut out, other): (Vec<i64>, Vec<i64>) = (flat_cpu(a), flat_cpu(b));
-    let codes = |row: &[i64]| {
-        row.iter()
-            .map(|&c| (c.max(0) as usize).min(k - 1))
-            .collect::<Vec<_>>()
-    };
     let mut taken = 0;
     for ((ra, rb), x) in out
         .chunks_exact_mut(books)
         .zip(other.chunks_exact(books))
         .zip(x.chunks_exact(d))
     {
-        if ra != rb
-            && error_of(terms, x, codes(rb).into_iter()) < error_of(terms, x, codes(ra).into_iter())
-        {
+        if ra != rb && error_of(terms, x, in_range(rb, k)) < error_of(terms, x, in_range(ra, k)) {
             ra.copy_from_slice(rb);
             taken += 1;
         }
@@ -409,6 +402,11 @@ pub fn closer_of(terms: &PairTerms, target: &Tensor, a: &Tensor, b: &Tensor) -> 
         .to_kind(a.kind())
         .to_device(a.device());
     (codes, taken)
+}
+
+/// `row`'s codes as the searches read them: clamped to `0..k`.
+fn in_range(row: &[i64], k: usize) -> impl Iterator<Item = usize> + '_ {
+    row.iter().map(move |&r| (r.max(0) as usize).min(k - 1))
 }
 
 /// The squared error of `codes` for the row `x`, in f64: `‖x − Σ_i T_i[c_i]‖²`.
