@@ -78,9 +78,10 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub hidden: usize,
     /// Conditioned composer: hidden width of the step network (its parameters are paid for in
-    /// the file: about 3·d·N + D·N floats).
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    pub step_hidden: usize,
+    /// the file: about 3·d·N + D·N floats). Default: the widest (multiple of 16) whose weights
+    /// are at most a fifth of the codes and tables and whose decode stays near 10 µs a word.
+    #[arg(long, value_name = "N")]
+    pub step_hidden: Option<usize>,
     /// Conditioned composer: beam width of the search through it.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub step_beam: usize,
@@ -148,9 +149,10 @@ pub struct CompressArgs {
     /// Adam learning rate.
     #[arg(long = "lr", default_value_t = 1e-3, value_name = "RATE")]
     pub learning_rate: f64,
-    /// Most epochs of gradient training.
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    pub epochs: usize,
+    /// Most epochs of gradient training [default: 20; the conditioned composer's network: enough
+    /// for about 3,000 steps, within 20..=100].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
     /// Epochs without a better held-out error before stopping.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub patience: usize,
@@ -235,7 +237,8 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         refine_rounds: args.refine_rounds,
         batch_size: args.batch_size,
         learning_rate: args.learning_rate,
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(TrainConfig::default().epochs),
+        step_epochs: args.epochs,
         patience: args.patience,
         tau: args.tau,
         tau_schedule: args.tau_schedule,

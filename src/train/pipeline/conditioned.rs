@@ -25,10 +25,14 @@ use crate::train::rng::Rng;
 use crate::train::training_set::{Decoder, TrainingSet};
 
 /// Learning rate of the network alone, and of the rounds that also tune the tables, as shares
-/// of `--lr`. Measured on the mpnet table at K=256 D=8 (lsq 3.4965): the network alone at 0.1 ×
-/// the default --lr ends at 3.4887, at 1× at 3.4631, at 3× at 3.474. The tables start at the
-/// least-squares optimum for their codes, so they move five times slower.
-const NET_LR_SHARE: f64 = 1.0;
+/// of `--lr`. Measured on the mpnet table at K=256 D=8 (lsq 3.4965, h = 64, 20 epochs): the
+/// network alone at 0.1 × the default --lr ends at 3.4887, at 1× at 3.4631, at 3× at 3.474. With
+/// the wider network and the longer training of the defaults now (GloVe's 20k head at K=256 D=8,
+/// lsq 1.3892, h = 128, 60 epochs) 1× gave 1.3458 and 3× 1.3275; at h = 256, 3× 1.2727 and 10×
+/// 1.2676; mpnet's first 8,000 words at h = 128, 3×: 2.4675 -> 2.4259 (h = 64 at 1×, 20
+/// epochs: 2.4380). The tables start at the least-squares optimum for their codes, so they move
+/// more slowly.
+const NET_LR_SHARE: f64 = 3.0;
 const TABLES_LR_SHARE: f64 = 0.2;
 
 /// Floats of scratch per row of [`search`]: per step, the `beam·K` additive scores, and for the
@@ -157,9 +161,10 @@ pub(super) fn stage_conditioned(
     let t0 = Instant::now();
     let decoder = Decoder::Net(net.shallow_clone());
     let additive = set.mse_of(&codes, None, &decoder);
+    let epochs = cfg.step_epochs_for(set.train_rows.size()[0] as usize);
     out.progress.message(&format!(
-        "conditioned: a step network of {} hidden units shared by the {} steps, starting at the \
-         additive decode (error over all words {additive:.4})",
+        "conditioned: a step network of {} hidden units shared by the {} steps, {epochs} epochs \
+         on the fixed codes, starting at the additive decode (error over all words {additive:.4})",
         net.config().hidden,
         net.config().num_codebooks
     ));
@@ -178,14 +183,14 @@ pub(super) fn stage_conditioned(
     // The tables start at the least-squares optimum for these codes: Adam's first steps, of
     // about the learning rate on every parameter whatever its gradient, would only disturb
     // them. So the network first learns alone on the fixed codes.
-    if cfg.epochs > 0 {
+    if epochs > 0 {
         let _ = net.codebooks.shallow_clone().set_requires_grad(false);
         let r = train_codes_fixed(
             set,
             out,
             nets,
             &codes,
-            plan("conditioned", cfg.epochs, NET_LR_SHARE),
+            plan("conditioned", epochs, NET_LR_SHARE),
             true,
         );
         let _ = net.codebooks.shallow_clone().set_requires_grad(true);
@@ -197,14 +202,14 @@ pub(super) fn stage_conditioned(
     ));
     // Updated in place by the searched training; a copy so that the caller's codes stay.
     let codes = codes.copy();
-    let round_epochs = (cfg.epochs / 4).max(1);
+    let round_epochs = (epochs / 4).max(1);
     for round in 1..=cfg.refine_rounds {
         if set.out_of_time() {
             out.progress.message("conditioned: time limit reached");
             break;
         }
         let r0 = Instant::now();
-        if cfg.epochs > 0 && cfg.step_search_batches {
+        if epochs > 0 && cfg.step_search_batches {
             let learner = SearchedCodes {
                 net,
                 codes: &codes,
@@ -214,7 +219,7 @@ pub(super) fn stage_conditioned(
             let stage = "conditioned search";
             let p = plan(stage, round_epochs, TABLES_LR_SHARE);
             learner::fit(set, out, &nets.vs, &learner, p)?;
-        } else if cfg.epochs > 0 && round > 1 {
+        } else if epochs > 0 && round > 1 {
             let p = plan("conditioned fine-tune", round_epochs, TABLES_LR_SHARE);
             train_codes_fixed(set, out, nets, &codes, p, true)?;
         }

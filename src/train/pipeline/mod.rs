@@ -94,7 +94,7 @@ impl Nets {
             num_codes: cfg.num_codes,
             code_dim: cfg.code_dim.unwrap_or(d),
             hidden: if cfg.composer == ComposerKind::Conditioned {
-                cfg.step_hidden
+                cfg.step_hidden_for(set.n as usize, d)
             } else {
                 cfg.hidden
             },
