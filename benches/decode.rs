@@ -1,10 +1,10 @@
 //! Decode speed of a `.kdz`: a synthetic N = 400,000, d = 50, K = 32, D = 32 table with random
 //! codes and weights, written to a temporary file and opened from its memory map, for each
-//! composer kind; then `conditioned` at the sizes it is trained at (K = 256; d = 50, D = 20 with
-//! h = 64 and 32, D = 8 with h = 256, D = 20 with h = 512; d = 768, D = 32, h = 64). Prints the
-//! throughput of decoding every word in words/s, through the reader (`decode_all`) and through
-//! `Composer::decode_batch` (what export and the trainer call), and the latency of one random
-//! word's `embedding()` in µs.
+//! composer kind; then `conditioned` at the sizes it is trained at (K = 256; d = 50: D = 20 with
+//! h = 64 and 32, the default widths D = 8 with h = 208 and D = 20 with h = 112, and D = 20 with
+//! h = 512; d = 768: D = 8 with h = 128, D = 32 with h = 64). Prints the throughput of decoding
+//! every word in words/s, through the reader (`decode_all`) and through `Composer::decode_batch`
+//! (what export and the trainer call), and the latency of one random word's `embedding()` in µs.
 //!
 //! `cargo bench --no-default-features --bench decode`; set `DECODE_BENCH_KINDS=linear,mlp` to run
 //! only some kinds (lstm alone takes minutes on two busy cores).
@@ -106,8 +106,10 @@ fn main() {
         for (n, d, dd, h) in [
             (N, DIM, 20, 64),
             (N, DIM, 20, 32),
-            (N, DIM, 8, 256),
+            (N, DIM, 8, 208),
+            (N, DIM, 20, 112),
             (N, DIM, 20, 512),
+            (50_000, 768, 8, 128),
             (50_000, 768, 32, 64),
         ] {
             run(

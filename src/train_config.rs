@@ -284,12 +284,7 @@ pub const STEP_DECODE_MACS: usize = 1 << 17;
 /// [`crate::composer`]): per step about h²/2 in the hidden space (relu silences half the units),
 /// or 1.5·d·h in d dimensions, whichever the decoder uses (the hidden space up to h = 3d).
 pub fn step_decode_macs(h: usize, d: usize, num_codebooks: usize) -> usize {
-    num_codebooks
-        * if h <= 3 * d {
-            h * h / 2
-        } else {
-            3 * d * h / 2
-        }
+    num_codebooks * if h <= 3 * d { h * h / 2 } else { 3 * d * h / 2 }
 }
 
 /// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
@@ -380,7 +375,12 @@ impl TrainConfig {
             (1..=64).contains(&self.train_beam),
         )?;
         if let Some(h) = self.step_hidden {
-            range("--step-hidden", "in 1..=65536", h, (1..=65_536).contains(&h))?;
+            range(
+                "--step-hidden",
+                "in 1..=65536",
+                h,
+                (1..=65_536).contains(&h),
+            )?;
         }
         if let Some(e) = self.step_epochs {
             range("--epochs", "at most 100000", e, e <= 100_000)?;
@@ -768,13 +768,23 @@ mod tests {
         assert_eq!(shaped(256, 8).step_hidden_for(400_000, 50), 208);
         // Tiny tables still get a network.
         assert_eq!(shaped(4, 2).step_hidden_for(10, 3), 16);
-        for (k, dd) in [(16, 4), (32, 32), (256, 8), (256, 20), (256, 32), (1024, 64)] {
+        for (k, dd) in [
+            (16, 4),
+            (32, 32),
+            (256, 8),
+            (256, 20),
+            (256, 32),
+            (1024, 64),
+        ] {
             for (n, d) in [(2_000, 50), (20_000, 50), (400_000, 300), (21_700, 768)] {
                 let c = shaped(k, dd);
                 let h = c.step_hidden_for(n, d);
                 assert!(h % 16 == 0 && (16..=1024).contains(&h), "{h}");
                 if h > 16 {
-                    assert!(step_decode_macs(h, d, dd) <= STEP_DECODE_MACS, "{k} {dd} {n} {d}");
+                    assert!(
+                        step_decode_macs(h, d, dd) <= STEP_DECODE_MACS,
+                        "{k} {dd} {n} {d}"
+                    );
                     let bits = (k as f64).log2().ceil();
                     let paid = n as f64 * dd as f64 * bits / 8.0 + (2 * dd * k * d) as f64;
                     let weights = (2 * h * (3 * d + dd)) as f64;

@@ -347,7 +347,10 @@ fn the_default_conditioned_composer_lowers_the_default_lsq_error() {
     let mut rec = Recorder::default();
     let t = train(&e, &config, &mut rec).unwrap();
     let (lsq, last) = (&rec.reports[1], &rec.reports[2]);
-    assert_eq!((lsq.stage.as_str(), last.stage.as_str()), ("lsq", "conditioned"));
+    assert_eq!(
+        (lsq.stage.as_str(), last.stage.as_str()),
+        ("lsq", "conditioned")
+    );
     eprintln!(
         "lsq {:.4} / {:.4}, conditioned {:.4} / {:.4}",
         lsq.mse, lsq.neighbour_overlap, last.mse, last.neighbour_overlap

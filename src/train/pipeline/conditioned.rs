@@ -24,15 +24,16 @@ use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
 use crate::train::training_set::{Decoder, TrainingSet};
 
-/// Learning rate of the network alone, and of the rounds that also tune the tables, as shares
-/// of `--lr`. Measured on the mpnet table at K=256 D=8 (lsq 3.4965, h = 64, 20 epochs): the
-/// network alone at 0.1 × the default --lr ends at 3.4887, at 1× at 3.4631, at 3× at 3.474. With
-/// the wider network and the longer training of the defaults now (GloVe's 20k head at K=256 D=8,
-/// lsq 1.3892, h = 128, 60 epochs) 1× gave 1.3458 and 3× 1.3275; at h = 256, 3× 1.2727 and 10×
-/// 1.2676; mpnet's first 8,000 words at h = 128, 3×: 2.4675 -> 2.4259 (h = 64 at 1×, 20
-/// epochs: 2.4380). The tables start at the least-squares optimum for their codes, so they move
-/// more slowly.
-const NET_LR_SHARE: f64 = 3.0;
+/// Learning rate of the network alone, as a share of `--lr`: `sqrt(NET_LR_WIDTH / d)`, 3 at
+/// GloVe's d = 50 and 0.77 at mpnet's 768. Adam moves every weight by about the rate, and a
+/// hidden unit sums 2·d of them, so its change grows like √d. Measured (lsq start, `--seed 1`,
+/// `--refine-rounds 0`): GloVe's 20k head at K=256 D=8 (lsq 1.3892), h = 128, 60 epochs: 1×
+/// 1.3458, 3× 1.3275; h = 256: 3× 1.2727, 10× 1.2676. The mpnet table at D=8 (lsq 3.3048), h =
+/// 128: 3× was 3.2964 after 21 epochs, 1× 3.2628 after 9, 0.5× 3.2693 after 8 (and with the
+/// older h = 64, 20 epochs: 0.1× 3.4887, 1× 3.4631, 3× 3.474 from an lsq 3.4965).
+const NET_LR_WIDTH: f64 = 450.0;
+/// Learning rate of the rounds that also tune the tables, as a share of `--lr`: the tables start
+/// at the least-squares optimum for their codes, so they move more slowly.
 const TABLES_LR_SHARE: f64 = 0.2;
 
 /// Floats of scratch per row of [`search`]: per step, the `beam·K` additive scores, and for the
@@ -190,7 +191,7 @@ pub(super) fn stage_conditioned(
             out,
             nets,
             &codes,
-            plan("conditioned", epochs, NET_LR_SHARE),
+            plan("conditioned", epochs, (NET_LR_WIDTH / d as f64).sqrt()),
             true,
         );
         let _ = net.codebooks.shallow_clone().set_requires_grad(true);
