@@ -207,12 +207,24 @@ pub const COND_STEP: &str = "composer.cond.step";
 /// Conditioned: hidden-to-output weight (`W_o`), zero at the start of training.
 pub const COND_OUT_WEIGHT: &str = "composer.cond.out.weight";
 
-/// Whether the conditioned decode runs in the hidden space (module docs; about h²/2
-/// multiply-adds a step, relu silencing half the units) or, for networks wider than 3·d, in d
-/// dimensions from the table of each code's hidden part (`W_s x̂` and the active rows of `W_o`:
-/// about 1.5·d·h). At d = 50, h = 512 that is 38k against 131k a step.
-fn conditioned_in_hidden_space(c: &ComposerConfig) -> bool {
-    c.hidden <= 3 * c.out_dim
+/// Whether the conditioned decode at hidden width `h` and output width `d` runs in the hidden
+/// space (module docs; about h²/2 multiply-adds a step, relu silencing half the units) or, for
+/// networks wider than 3·d, in d dimensions from the table of each code's hidden part (`W_s x̂`
+/// and the active rows of `W_o`: about 1.5·d·h). At d = 50, h = 512 that is 38k against 131k a
+/// step.
+fn in_hidden_space(h: usize, d: usize) -> bool {
+    h <= 3 * d
+}
+
+/// Multiply-adds of one word's conditioned decode with a table, at hidden width `h`, output
+/// width `d` and `num_codebooks` steps (see [`in_hidden_space`]).
+pub fn conditioned_decode_macs(h: usize, d: usize, num_codebooks: usize) -> usize {
+    num_codebooks
+        * if in_hidden_space(h, d) {
+            h * h / 2
+        } else {
+            3 * d * h / 2
+        }
 }
 
 /// Beyond this many floats a per-code lookup table is not worth its memory.
@@ -453,7 +465,7 @@ impl Composer {
                 // adds, so a decode adds whole rows and skips the units relu silenced.
                 let h = c.hidden;
                 let d = c.out_dim;
-                let hidden_space = conditioned_in_hidden_space(c);
+                let hidden_space = in_hidden_space(h, d);
                 let len = if hidden_space {
                     rows.checked_mul(2 * h)?.checked_add(h.checked_mul(h)?)?
                 } else {
@@ -637,7 +649,7 @@ impl Composer {
         let (z, rest) = scratch.split_at_mut(h);
         let (zsum, rest) = rest.split_at_mut(h);
         match &self.table {
-            Some(table) if conditioned_in_hidden_space(c) => {
+            Some(table) if in_hidden_space(h, d) => {
                 let rows = dd * k;
                 let (a, rest_t) = table.split_at(rows * h);
                 let (b, rest_t) = rest_t.split_at(rows * h);

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::codes::{MAX_D, MAX_K};
-use crate::composer::ComposerKind;
+use crate::composer::{ComposerKind, conditioned_decode_macs};
 use crate::method::Method;
 
 /// Where the tensors live.
@@ -279,13 +279,6 @@ pub const STEP_WEIGHT_SHARE: f64 = 0.2;
 /// Most multiply-adds a word's conditioned decode may cost by default: about 10 µs a word on
 /// one core here, so 200,000 words a second on two.
 pub const STEP_DECODE_MACS: usize = 1 << 17;
-
-/// Multiply-adds of one word's conditioned decode at hidden width `h` (see
-/// [`crate::composer`]): per step about h²/2 in the hidden space (relu silences half the units),
-/// or 1.5·d·h in d dimensions, whichever the decoder uses (the hidden space up to h = 3d).
-pub fn step_decode_macs(h: usize, d: usize, num_codebooks: usize) -> usize {
-    num_codebooks * if h <= 3 * d { h * h / 2 } else { 3 * d * h / 2 }
-}
 
 /// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
 pub const LSQ_BEAM: usize = 16;
@@ -601,20 +594,21 @@ impl TrainConfig {
     /// `step_hidden`, or the widest multiple of 16 (at least 16, at most 1024) whose weights, in
     /// f16, are at most [`STEP_WEIGHT_SHARE`] of the codes and f16 tables they work with (so the
     /// file grows by at most that share), and whose decode costs at most [`STEP_DECODE_MACS`]
-    /// multiply-adds a word (see [`step_decode_macs`]).
+    /// multiply-adds a word (see [`conditioned_decode_macs`]).
     pub fn step_hidden_for(&self, n: usize, d: usize) -> usize {
         if let Some(h) = self.step_hidden {
             return h;
         }
         let (k, dd) = (self.num_codes, self.num_codebooks);
-        let code_bytes = (n * dd * (usize::BITS - (k - 1).leading_zeros()) as usize) as f64 / 8.0;
+        let bits = crate::codes::bits_per_code(k as u32) as usize;
+        let code_bytes = (n * dd * bits) as f64 / 8.0;
         let table_bytes = (2 * dd * k * d) as f64;
         let per_unit = (2 * (3 * d + dd)) as f64;
         let size_cap = STEP_WEIGHT_SHARE * (code_bytes + table_bytes) / per_unit;
         let mut h = 16;
         while h + 16 <= 1024
             && (h + 16) as f64 <= size_cap
-            && step_decode_macs(h + 16, d, dd) <= STEP_DECODE_MACS
+            && conditioned_decode_macs(h + 16, d, dd) <= STEP_DECODE_MACS
         {
             h += 16;
         }
@@ -782,7 +776,7 @@ mod tests {
                 assert!(h % 16 == 0 && (16..=1024).contains(&h), "{h}");
                 if h > 16 {
                     assert!(
-                        step_decode_macs(h, d, dd) <= STEP_DECODE_MACS,
+                        conditioned_decode_macs(h, d, dd) <= STEP_DECODE_MACS,
                         "{k} {dd} {n} {d}"
                     );
                     let bits = (k as f64).log2().ceil();
