@@ -4,6 +4,8 @@
 For each dataset and each bit budget it runs, in one process and on the same words:
   kdcompress  kd256   kd with 8-bit codebooks (-K 256, D = bits / 8)
               kdc256  the same with the conditioned composer (--composer conditioned)
+              kdt256  kd256 given faiss RQ beam 5's seconds in this table as its --time-limit
+                      (runs after the faiss rows; needs rq5 in the run or kept from an earlier one)
               kd32    kd at the command line's K (-K 32, D = bits / 5, rounded down)
               dccl, dpq-sx, dpq-vq (optional, not run by default)
               each compresses, then `kdcompress export` decodes to .npy (the pure-Rust decoder)
@@ -47,9 +49,9 @@ import numpy as np
 GLOVE_TXT = "glove.6B.50d.txt"
 MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
 
-KD_METHODS = ["kd256", "kdc256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
+KD_METHODS = ["kd256", "kdc256", "kdt256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
 FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq", "rq5-k32", "lsq-k32"]
-DEFAULT_METHODS = "kd256,kdc256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
+DEFAULT_METHODS = "kd256,kdc256,kdt256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
 
 def method_label(method, shape):
     a, b = shape
-    names = {"kd256": "kd", "kdc256": "kd conditioned", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
+    names = {"kd256": "kd", "kdc256": "kd conditioned", "kdt256": "kd in RQ5's time", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
              "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ",
              "rq5-k32": "faiss RQ beam 5", "lsq-k32": "faiss LSQ"}
     if method in KD_METHODS:
@@ -291,7 +293,7 @@ def ratios(rows):
     bits), nn@10 over that row's, time over faiss RQ's."""
     out = []
     additive = next((r for r in rows if r["key"] == "kd256"), None)
-    for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kd32")]:
+    for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kdt256", "kd32")]:
         faiss_rows = [r for r in rows if r["family"] == "faiss"
                       and r.get("code_bits", 0) <= kd.get("code_bits", math.inf)]
         if not faiss_rows:
@@ -463,13 +465,24 @@ def main():
                   f"({ref.pairs['sl999']} pairs); {args.threads} threads", flush=True)
             for bits in csv(args.budgets, int):
                 rows = []
-                for method in methods:
+                # kd in faiss RQ's time runs last, given the rq5 row's seconds.
+                order = [m for m in methods if m != "kdt256"] + (
+                    ["kdt256"] if "kdt256" in methods else [])
+                for method in order:
                     if method in KD_METHODS:
                         k, d = kd_shape(method, bits)
                         extra = args.kd_args.split() if method.startswith("kd") else (
                             args.method_args.split() + ["--time-limit", str(args.time_limit)])
                         if method == "kdc256":
                             extra = ["--composer", "conditioned"] + args.cond_args.split()
+                        if method == "kdt256":
+                            rq5 = next((r for r in rows if r["key"] == "rq5"), None) or earlier.get(
+                                (data.name, len(data.x), bits, args.threads, "rq5"))
+                            if rq5 is None:
+                                print("   kdt256: no faiss RQ beam 5 row to take the time of; "
+                                      "left out", flush=True)
+                                continue
+                            extra = extra + ["--time-limit", f"{rq5['seconds']:.1f}"]
                         recipe = {"K": k, "D": d, "args": extra, "binary": binary_id}
                     else:
                         shape = faiss_shape(method, bits, data.x.shape[1])

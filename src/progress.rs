@@ -26,8 +26,9 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean training loss over the epoch; for search rounds, the error over all words.
     pub train_loss: Option<f64>,
-    /// Mean squared error per word on the held-out words.
-    pub val_mse: f64,
+    /// Mean squared error per word on the held-out words; `None` (null) when the run holds no
+    /// word out, every stage being judged by the error over all words.
+    pub val_mse: Option<f64>,
     /// Whether this round is the best so far by [`EpochRecord::judged_by`] (its result is kept).
     pub best: bool,
     /// Which error picks the best round.
@@ -38,7 +39,7 @@ pub struct EpochRecord {
     pub learning_rate: Option<f64>,
     /// Words per second over the epoch.
     pub samples_per_sec: f64,
-    /// Seconds since training started.
+    /// Seconds since the run started (for the command line, since the command began).
     pub elapsed_secs: f64,
 }
 

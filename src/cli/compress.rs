@@ -183,7 +183,9 @@ pub struct CompressArgs {
     /// Threads for LibTorch and the measurements; default: all cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Start no new round or epoch after this many seconds (results then depend on speed).
+    /// A budget in seconds for the whole training: a round or epoch starts only when one as
+    /// long as the last still ends within it, and the annealed lsq rounds cool by the last round
+    /// that fits (the rq stage and the final encoding always run; results then depend on speed).
     #[arg(long, value_name = "SECONDS")]
     pub time_limit: Option<f64>,
     /// JSON lines to this file: one per epoch or round, and one per finished stage (marked
@@ -336,8 +338,9 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     ));
     // The process's allocator policy is the binary's to set; the library only offers it.
     train::allocator::limit_heap_growth();
+    // --time-limit counts from the command's start: reading the input is part of the budget.
     let trained = trainer
-        .train(&embeddings, &mut progress)
+        .train_since(&embeddings, &mut progress, wall)
         .with_context(|| format!("training on {} failed", input.display()))?;
     let storage = kdcompress::precision::choose(
         args.precision,
@@ -649,7 +652,7 @@ fn epoch_line(r: &EpochRecord) -> String {
                 .map(|l| format!("loss {l:.4}  "))
                 .unwrap_or_default();
             let best = if r.best { "  (best)" } else { "" };
-            format!("{head}{loss}val mse {:.4}  {speed}{best}", r.val_mse)
+            format!("{head}{loss}{}{speed}{best}", val_part(r))
         }
         Criterion::AllWords => {
             let all = r
@@ -661,9 +664,16 @@ fn epoch_line(r: &EpochRecord) -> String {
             } else {
                 "  (no all-words gain)"
             };
-            format!("{head}{all}val mse {:.4}  {speed}{best}", r.val_mse)
+            format!("{head}{all}{}{speed}{best}", val_part(r))
         }
     }
+}
+
+/// The held-out error of an epoch line, when the run holds words out.
+fn val_part(r: &EpochRecord) -> String {
+    r.val_mse
+        .map(|v| format!("val mse {v:.4}  "))
+        .unwrap_or_default()
 }
 
 impl Progress for CliProgress {

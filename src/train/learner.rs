@@ -36,9 +36,10 @@ pub(crate) trait Learner {
     fn judged_by(&self) -> Criterion {
         Criterion::HeldOut
     }
-    /// The held-out words' error, for learners judged over all words.
-    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
-        self.val_mse(set)
+    /// The held-out words' error, for learners judged over all words (`None` when the run
+    /// holds no word out).
+    fn held_out_mse(&self, set: &TrainingSet) -> Option<f64> {
+        Some(self.val_mse(set))
     }
 }
 
@@ -98,8 +99,10 @@ pub(crate) fn fit(
     let mut saved = snapshot(vs);
     let mut stale = 0;
     let mut done = 0u64;
+    // An epoch starts only when one as long as the last ends within --time-limit.
+    let mut epoch_secs = 0.0;
     for epoch in 0..epochs {
-        if set.out_of_time() {
+        if set.no_time_for(epoch_secs) {
             out.progress
                 .message(&format!("{stage}: time limit reached"));
             break;
@@ -144,6 +147,7 @@ pub(crate) fn fit(
             }
         }
         let secs = t0.elapsed().as_secs_f64();
+        epoch_secs = secs;
         out.trained_words += n_train as f64;
         out.trained_secs += secs;
         let v = learner.val_mse(set);
@@ -158,7 +162,7 @@ pub(crate) fn fit(
                 Criterion::AllWords => Some(v),
             },
             val_mse: match learner.judged_by() {
-                Criterion::HeldOut => v,
+                Criterion::HeldOut => Some(v),
                 Criterion::AllWords => learner.held_out_mse(set),
             },
             best: improved,

@@ -266,6 +266,17 @@ impl Trainer {
         embeddings: &Embeddings,
         progress: &mut (dyn Progress + Send),
     ) -> Result<Trained, TrainError> {
+        self.train_since(embeddings, progress, Instant::now())
+    }
+
+    /// [`Trainer::train`], with `--time-limit` counted from `started` (a command passes its own
+    /// start, so that reading the input is inside the budget).
+    pub fn train_since(
+        &self,
+        embeddings: &Embeddings,
+        progress: &mut (dyn Progress + Send),
+        started: Instant,
+    ) -> Result<Trained, TrainError> {
         let config = &self.config;
         let n = embeddings.len();
         if n < 2 {
@@ -290,7 +301,7 @@ impl Trainer {
                 message: format!("cannot start worker threads: {e}"),
             })?;
         let mut stage = String::from("setup");
-        let start = Instant::now();
+        let start = started;
         // tch turns LibTorch exceptions (out of memory, CUDA failures) into panics; catch them
         // here so that a caller gets an error naming the stage instead of an abort.
         let result = pool.install(|| {

@@ -31,12 +31,16 @@ impl<'a> Reporter<'a> {
         let cfg = set.cfg;
         *stage = "reference neighbours".into();
         progress.message(&format!(
-            "{} words of {} dims on {} ({} worker threads); {} held out for validation",
+            "{} words of {} dims on {} ({} worker threads); {}",
             set.n,
             set.d,
             device_name(set.device),
             set.workers,
-            set.num_val()
+            match set.num_val() {
+                0 => "every word fitted, none held out (every stage is judged over all words)"
+                    .to_string(),
+                v => format!("{v} held out for validation"),
+            }
         ));
         let reference = NeighbourReference::new(
             set.host,

@@ -75,7 +75,11 @@ impl<'a> TrainingSet<'a> {
                 .f_to_device(device)
                 .map_err(|e| torch_err("setup", e))?
         };
-        let (mut val, is_val) = held_out(n, cfg.val_fraction, cfg.seed ^ SPLIT_SALT);
+        let (mut val, is_val) = if cfg.holds_out_words() {
+            held_out(n, cfg.val_fraction, cfg.seed ^ SPLIT_SALT)
+        } else {
+            (Vec::new(), vec![false; n])
+        };
         val.sort_unstable();
         let train: Vec<usize> = (0..n).filter(|&r| !is_val[r]).collect();
         let mask: Vec<bool> = is_val.iter().map(|v| !v).collect();
@@ -109,7 +113,8 @@ impl<'a> TrainingSet<'a> {
         Ok(set)
     }
 
-    /// Words held out for validation.
+    /// Words held out for validation: none when every stage fits every word
+    /// ([`TrainConfig::holds_out_words`]).
     pub fn num_val(&self) -> i64 {
         self.val_rows.size()[0]
     }
@@ -118,8 +123,24 @@ impl<'a> TrainingSet<'a> {
         self.start.elapsed().as_secs_f64()
     }
 
-    pub fn out_of_time(&self) -> bool {
-        self.cfg.time_limit.is_some_and(|t| self.elapsed() >= t)
+    /// Whether a step of about `secs` seconds begun now would end past `--time-limit` (with no
+    /// estimate, `secs` = 0: whether the limit has passed).
+    pub fn no_time_for(&self, secs: f64) -> bool {
+        self.cfg
+            .time_limit
+            .is_some_and(|t| self.elapsed() >= t || self.elapsed() + secs > t)
+    }
+
+    /// When `--time-limit` runs out, if there is one.
+    pub fn deadline(&self) -> Option<Instant> {
+        let t = self.cfg.time_limit?;
+        Some(self.start + std::time::Duration::from_secs_f64(t))
+    }
+
+    /// How many more steps of about `secs` seconds end within `--time-limit`, if there is one.
+    pub fn steps_left(&self, secs: f64) -> Option<usize> {
+        let t = self.cfg.time_limit?;
+        Some(((t - self.elapsed()).max(0.0) / secs.max(1e-9)).floor() as usize)
     }
 
     fn rows_tensor(&self, rows: &[usize]) -> Tensor {
@@ -134,7 +155,7 @@ impl<'a> TrainingSet<'a> {
         stage: &str,
         round: usize,
         all: f64,
-        val_mse: f64,
+        val_mse: Option<f64>,
         improved: bool,
         started: Instant,
     ) -> EpochRecord {
@@ -261,8 +282,9 @@ impl<'a> TrainingSet<'a> {
     }
 
     /// Mean squared error per held-out word.
-    pub fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> f64 {
-        self.mse_of(codes, Some(&self.val_rows), decoder)
+    /// The held-out words' error, `None` when no word is held out.
+    pub fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> Option<f64> {
+        (self.num_val() > 0).then(|| self.mse_of(codes, Some(&self.val_rows), decoder))
     }
 
     /// Mean squared error per word over `rows` (all words if `None`).
@@ -344,5 +366,71 @@ impl Decoder {
             Decoder::Additive(t) => t.size()[2] * 4,
             Decoder::Net(n) => n.memory_per_row(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::composer::ComposerKind;
+    use crate::train::methods::testing::glove;
+
+    fn config(composer: ComposerKind, time_limit: Option<f64>) -> TrainConfig {
+        TrainConfig {
+            composer,
+            time_limit,
+            device: crate::train::DeviceChoice::Cpu,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn runs_judged_over_all_words_fit_every_word() {
+        let emb = glove(500);
+        let now = Instant::now();
+        for composer in [ComposerKind::Linear, ComposerKind::Conditioned] {
+            let cfg = config(composer, None);
+            let set = TrainingSet::new(&emb, &cfg, Device::Cpu, now).unwrap();
+            assert_eq!(set.num_val(), 0, "{composer:?}");
+            assert_eq!(set.train_rows.size(), [500], "{composer:?}");
+            assert_eq!(set.train_mask.sum(Kind::Int64).int64_value(&[]), 500);
+            let codes = Tensor::zeros([500, 8], (Kind::Int64, Device::Cpu));
+            let tables = Tensor::ones([8, 16, 50], (Kind::Float, Device::Cpu));
+            assert_eq!(set.val_mse(&codes, &Decoder::Additive(tables)), None);
+        }
+        let cfg = config(ComposerKind::Mlp, None);
+        let set = TrainingSet::new(&emb, &cfg, Device::Cpu, now).unwrap();
+        assert_eq!(set.num_val(), 10, "2% of 500 words held out");
+        assert_eq!(set.train_rows.size(), [490]);
+        let codes = Tensor::zeros([500, 8], (Kind::Int64, Device::Cpu));
+        let tables = Tensor::zeros([8, 16, 50], (Kind::Float, Device::Cpu));
+        let held_out = set.val_mse(&codes, &Decoder::Additive(tables)).unwrap();
+        assert!(held_out > 0.0, "{held_out}");
+    }
+
+    #[test]
+    fn a_step_starts_only_when_it_ends_within_the_time_limit() {
+        let emb = glove(50);
+        // Ten seconds spent of a twelve-second budget.
+        let start = Instant::now() - Duration::from_secs(10);
+        let cfg = config(ComposerKind::Linear, Some(12.0));
+        let set = TrainingSet::new(&emb, &cfg, Device::Cpu, start).unwrap();
+        assert!(!set.no_time_for(0.0));
+        assert!(!set.no_time_for(1.5));
+        assert!(set.no_time_for(2.5));
+        assert_eq!(set.steps_left(0.6), Some(3));
+        assert_eq!(set.steps_left(5.0), Some(0));
+        let spent =
+            TrainingSet::new(&emb, &cfg, Device::Cpu, start - Duration::from_secs(3)).unwrap();
+        assert!(
+            spent.no_time_for(0.0),
+            "past the limit, not even a free step starts"
+        );
+        let unlimited = config(ComposerKind::Linear, None);
+        let set = TrainingSet::new(&emb, &unlimited, Device::Cpu, start).unwrap();
+        assert!(!set.no_time_for(1e9));
+        assert_eq!(set.steps_left(1.0), None);
     }
 }

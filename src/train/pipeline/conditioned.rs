@@ -137,7 +137,7 @@ impl Learner for SearchedCodes<'_> {
         false
     }
 
-    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
+    fn held_out_mse(&self, set: &TrainingSet) -> Option<f64> {
         set.val_mse(self.codes, &Decoder::Net(self.net.shallow_clone()))
     }
 
@@ -204,8 +204,10 @@ pub(super) fn stage_conditioned(
     // Updated in place by the searched training; a copy so that the caller's codes stay.
     let codes = codes.copy();
     let round_epochs = (epochs / 4).max(1);
+    // A round starts only when one as long as the last ends within --time-limit.
+    let mut round_secs = 0.0;
     for round in 1..=cfg.refine_rounds {
-        if set.out_of_time() {
+        if set.no_time_for(round_secs) {
             out.progress.message("conditioned: time limit reached");
             break;
         }
@@ -248,6 +250,7 @@ pub(super) fn stage_conditioned(
         let val_mse = set.val_mse(&codes, &decoder);
         out.progress
             .epoch(&set.round_record("conditioned", round, all, val_mse, improved, r0));
+        round_secs = r0.elapsed().as_secs_f64();
         let gain = (best - all) / best.max(f64::MIN_POSITIVE);
         best = best.min(all);
         if gain < MIN_GAIN {

@@ -161,10 +161,11 @@ impl Learner for FixedCodes<'_> {
 
     fn val_mse(&self, set: &TrainingSet) -> f64 {
         let decoder = Decoder::Net(self.net.shallow_clone());
+        let all_words = || set.mse_of(self.codes, None, &decoder);
         if self.judge_all_words {
-            set.mse_of(self.codes, None, &decoder)
+            all_words()
         } else {
-            set.val_mse(self.codes, &decoder)
+            set.val_mse(self.codes, &decoder).unwrap_or_else(all_words)
         }
     }
 
@@ -172,7 +173,7 @@ impl Learner for FixedCodes<'_> {
         self.encoder.is_some()
     }
 
-    fn held_out_mse(&self, set: &TrainingSet) -> f64 {
+    fn held_out_mse(&self, set: &TrainingSet) -> Option<f64> {
         set.val_mse(self.codes, &Decoder::Net(self.net.shallow_clone()))
     }
 

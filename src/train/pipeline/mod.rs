@@ -112,11 +112,7 @@ impl Nets {
                 rng,
             )
         });
-        let linear_is_optimal = cfg.init == Init::Rq
-            && cfg.refine
-            && cfg.lsq_rounds > 0
-            && cfg.composer == ComposerKind::Linear
-            && encoder.is_none();
+        let linear_is_optimal = cfg.lsq_ends_linear() && encoder.is_none();
         Nets {
             vs,
             composer,

@@ -71,8 +71,10 @@ pub(super) fn stage_refine(
     let decoder = Decoder::Net(net.shallow_clone());
     let mut best = set.mse_of(&codes, None, &decoder);
     let fine_tune = (cfg.epochs / 4).max(1);
+    // A round starts only when one as long as the last ends within --time-limit.
+    let mut round_secs = 0.0;
     for round in 1..=cfg.refine_rounds {
-        if set.out_of_time() {
+        if set.no_time_for(round_secs) {
             out.progress.message("refine: time limit reached");
             break;
         }
@@ -109,6 +111,7 @@ pub(super) fn stage_refine(
         let val_mse = set.val_mse(&codes, &decoder);
         out.progress
             .epoch(&set.round_record("refine", round, all, val_mse, improved, r0));
+        round_secs = r0.elapsed().as_secs_f64();
         let gain = (best - all) / best.max(f64::MIN_POSITIVE);
         best = best.min(all);
         if gain < MIN_GAIN {

@@ -211,8 +211,10 @@ struct RoundSearch {
 
 /// Codes for every word under `tables`, starting from `codes`: the iterated local search when
 /// the pairwise terms fit in memory, else plain ICM; with `how.beam`, also a beam search from
-/// scratch, each word keeping the closer codes. No word's error grows. Returns the codes and
-/// how many words took the beam search's.
+/// scratch, each word keeping the closer codes. No word's error grows. Once `--time-limit` has
+/// passed, the remaining chunks of words keep their codes (tables refit by least squares to
+/// those codes fit them no worse, so a round cut short still loses nothing). Returns the codes
+/// and how many words took the beam search's.
 fn search(
     set: &TrainingSet,
     out: &mut Reporter,
@@ -222,6 +224,8 @@ fn search(
 ) -> (Tensor, usize) {
     let (seed, perturb) = (out.rng.seed(), perturbed(set.num_codebooks));
     let taken = AtomicUsize::new(0);
+    let deadline = set.deadline();
+    let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
     // The (DK)² products of the tables, one matrix product, on every worker's core.
     let found = match with_torch_threads(set.workers, || ils::PairTerms::new(tables)) {
         Some(terms) => set.encode_all(
@@ -231,6 +235,9 @@ fn search(
             || terms.shallow_clone(),
             |t, xc, cc| {
                 let cc = cc.expect("lsq re-encodes current codes");
+                if past(deadline) {
+                    return cc.copy();
+                }
                 let local = ils::encode(t, xc, cc, how.trials, perturb, seed);
                 if how.beam == 0 {
                     return local;
@@ -245,7 +252,13 @@ fn search(
             Some(codes),
             lsq::icm_memory_per_row(set.k, set.d),
             || tables.shallow_clone(),
-            |t, xc, cc| lsq::icm(xc, cc.expect("lsq re-encodes current codes"), t, ICM_SWEEPS),
+            |t, xc, cc| {
+                let cc = cc.expect("lsq re-encodes current codes");
+                if past(deadline) {
+                    return cc.copy();
+                }
+                lsq::icm(xc, cc, t, ICM_SWEEPS)
+            },
         ),
     };
     (found, taken.into_inner())
@@ -295,17 +308,25 @@ fn rounds(
     };
     // The best error after each round, to judge the annealed rounds' recent gain.
     let mut bests = vec![best];
+    // With --time-limit, a round starts only when one more (as long as the last) ends within
+    // it; the first round runs without noise (it measures what a round costs, and may be the
+    // only one), and the annealing cools to nothing by the last round that fits (`planned`).
+    let budgeted = set.cfg.time_limit.is_some();
+    let (mut round_secs, mut planned) = (0.0, rounds);
     for round in 1..=rounds {
-        if set.out_of_time() {
-            out.progress.message("lsq: time limit reached");
+        if set.no_time_for(round_secs) {
+            out.progress.message(&format!(
+                "lsq: time limit reached ({} rounds of about {round_secs:.1} s run)",
+                round - 1
+            ));
             break;
         }
         let r0 = Instant::now();
         let new_tables = fit_tables(set, &codes, &previous);
         out.begin("lsq", set.n as u64);
         let (new_codes, taken) = match &noise {
-            Some((p, sd)) => {
-                let t = (1.0 - round as f64 / rounds as f64).max(0.0).powf(*p);
+            Some((p, sd)) if !(budgeted && round == 1) => {
+                let t = (1.0 - round as f64 / planned as f64).max(0.0).powf(*p);
                 let s = new_tables.size();
                 let z = out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (t / s[0] as f64);
                 search(
@@ -316,7 +337,7 @@ fn rounds(
                     how,
                 )
             }
-            None => search(set, out, &new_tables, &codes, how),
+            _ => search(set, out, &new_tables, &codes, how),
         };
         if round == 1 && how.beam > 0 {
             let share = taken as f64 / set.n.max(1) as f64;
@@ -359,6 +380,10 @@ fn rounds(
         };
         if noise.is_none() && (!improved || gain < min_gain) {
             break;
+        }
+        round_secs = r0.elapsed().as_secs_f64();
+        if let Some(fit) = set.steps_left(round_secs) {
+            planned = planned.min(round + fit.max(1));
         }
         bests.push(best);
         if noise.is_some() && round >= 2 * ANNEAL_WINDOW && round < rounds {
