@@ -641,82 +641,104 @@ impl Composer {
     }
 
     /// The conditioned composer: in the hidden space with the table (module docs), else step by
-    /// step in d dimensions as defined.
+    /// step in d dimensions as defined. Runs from a copy compiled for AVX-512 or AVX2 where the
+    /// CPU has them (`vector::wide!`): the same additions in the same order on wider registers,
+    /// so the same results.
     fn decode_conditioned(&self, codes: &[u16], out: &mut [f32], scratch: &mut [f32]) {
-        let c = &self.config;
-        let (dd, k, h, d) = (c.num_codebooks, c.num_codes, c.hidden, c.out_dim);
-        let cb = self.t(CODEBOOKS);
-        let (z, rest) = scratch.split_at_mut(h);
-        let (zsum, rest) = rest.split_at_mut(h);
-        match &self.table {
-            Some(table) if in_hidden_space(h, d) => {
-                let rows = dd * k;
-                let (a, rest_t) = table.split_at(rows * h);
-                let (b, rest_t) = rest_t.split_at(rows * h);
-                let (p_t, wo_t) = rest_t.split_at(h * h);
-                let (u, _) = rest.split_at_mut(h);
-                u.fill(0.0);
-                zsum.fill(0.0);
-                for (i, &code) in codes.iter().enumerate() {
-                    let r = (i * k + code as usize) * h;
-                    for ((zj, aj), uj) in z.iter_mut().zip(&a[r..r + h]).zip(u.iter()) {
-                        *zj = (aj + uj).max(0.0);
-                    }
-                    add(zsum, z);
-                    // u only feeds the next step's z.
-                    if i + 1 < dd {
-                        add(u, &b[r..r + h]);
-                        add_active_rows(p_t, z, u);
-                    }
+        let this = self;
+        crate::vector::wide!(conditioned_kernel(
+            this: &Composer,
+            codes: &[u16],
+            out: &mut [f32],
+            scratch: &mut [f32],
+        ))
+    }
+}
+
+/// The body of [`Composer::decode_conditioned`], inlined into each compiled copy (`FUSED` is
+/// unused: no multiply-add is fused, so every copy rounds alike).
+#[inline(always)]
+fn conditioned_kernel<const FUSED: bool>(
+    this: &Composer,
+    codes: &[u16],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let c = &this.config;
+    let (dd, k, h, d) = (c.num_codebooks, c.num_codes, c.hidden, c.out_dim);
+    let cb = this.t(CODEBOOKS);
+    let (z, rest) = scratch.split_at_mut(h);
+    let (zsum, rest) = rest.split_at_mut(h);
+    match &this.table {
+        Some(table) if in_hidden_space(h, d) => {
+            let rows = dd * k;
+            let (a, rest_t) = table.split_at(rows * h);
+            let (b, rest_t) = rest_t.split_at(rows * h);
+            let (p_t, wo_t) = rest_t.split_at(h * h);
+            let (u, _) = rest.split_at_mut(h);
+            u.fill(0.0);
+            zsum.fill(0.0);
+            for (i, &code) in codes.iter().enumerate() {
+                let r = (i * k + code as usize) * h;
+                for ((zj, aj), uj) in z.iter_mut().zip(&a[r..r + h]).zip(u.iter()) {
+                    *zj = (aj + uj).max(0.0);
                 }
-                gather_sum(cb, codes, k, out);
-                add_active_rows(wo_t, zsum, out);
-            }
-            Some(table) => {
-                // Wide networks (h > 3d): in d dimensions, with A for the code's part.
-                let (a, rest_t) = table.split_at(dd * k * h);
-                let (ws_t, wo_t) = rest_t.split_at(d * h);
-                out.fill(0.0);
-                for (i, &code) in codes.iter().enumerate() {
-                    let r = i * k + code as usize;
-                    z.copy_from_slice(&a[r * h..(r + 1) * h]);
-                    if i > 0 {
-                        // W_s x̂ as d rows of h added to z: long vectors, unlike d-long dots.
-                        add_rows(ws_t, out, z);
-                    }
-                    for v in z.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                    add(out, &cb[r * d..(r + 1) * d]);
-                    add_active_rows(wo_t, z, out);
+                add(zsum, z);
+                // u only feeds the next step's z.
+                if i + 1 < dd {
+                    add(u, &b[r..r + h]);
+                    add_active_rows(p_t, z, u);
                 }
             }
-            None => {
-                let (wc, ws, t, wo) = (
-                    self.t(COND_CODE_WEIGHT),
-                    self.t(COND_SUM_WEIGHT),
-                    self.t(COND_STEP),
-                    self.t(COND_OUT_WEIGHT),
-                );
-                let (sum, _) = rest.split_at_mut(d);
-                sum.fill(0.0);
-                for (i, &code) in codes.iter().enumerate() {
-                    let r = (i * k + code as usize) * d;
-                    let e = &cb[r..r + d];
-                    z.copy_from_slice(&t[i * h..(i + 1) * h]);
-                    matvec_add(wc, e, z);
-                    matvec_add(ws, sum, z);
-                    for v in z.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                    add(sum, e);
-                    matvec_add(wo, z, sum);
+            gather_sum(cb, codes, k, out);
+            add_active_rows(wo_t, zsum, out);
+        }
+        Some(table) => {
+            // Wide networks (h > 3d): in d dimensions, with A for the code's part.
+            let (a, rest_t) = table.split_at(dd * k * h);
+            let (ws_t, wo_t) = rest_t.split_at(d * h);
+            out.fill(0.0);
+            for (i, &code) in codes.iter().enumerate() {
+                let r = i * k + code as usize;
+                z.copy_from_slice(&a[r * h..(r + 1) * h]);
+                if i > 0 {
+                    // W_s x̂ as d rows of h added to z: long vectors, unlike d-long dots.
+                    add_rows(ws_t, out, z);
                 }
-                out.copy_from_slice(sum);
+                for v in z.iter_mut() {
+                    *v = v.max(0.0);
+                }
+                add(out, &cb[r * d..(r + 1) * d]);
+                add_active_rows(wo_t, z, out);
             }
         }
+        None => {
+            let (wc, ws, t, wo) = (
+                this.t(COND_CODE_WEIGHT),
+                this.t(COND_SUM_WEIGHT),
+                this.t(COND_STEP),
+                this.t(COND_OUT_WEIGHT),
+            );
+            let (sum, _) = rest.split_at_mut(d);
+            sum.fill(0.0);
+            for (i, &code) in codes.iter().enumerate() {
+                let r = (i * k + code as usize) * d;
+                let e = &cb[r..r + d];
+                z.copy_from_slice(&t[i * h..(i + 1) * h]);
+                matvec_add(wc, e, z);
+                matvec_add(ws, sum, z);
+                for v in z.iter_mut() {
+                    *v = v.max(0.0);
+                }
+                add(sum, e);
+                matvec_add(wo, z, sum);
+            }
+            out.copy_from_slice(sum);
+        }
     }
+}
 
+impl Composer {
     /// Decodes many words: `codes` holds `n * D` codes, `out` gets `n * d` floats. Runs on all cores.
     pub fn decode_batch(&self, codes: &[u16], out: &mut [f32]) {
         let (dd, d) = (self.config.num_codebooks, self.config.out_dim);
@@ -775,6 +797,7 @@ impl ComposerConfig {
 /// The output is summed in blocks held in registers across all D rows, rather than loaded and
 /// stored once per row: the table rows are then the only memory traffic. Each output element is
 /// still summed in code order, so the result is the same as row-by-row adding.
+#[inline(always)]
 fn gather_sum(table: &[f32], codes: &[u16], k: usize, out: &mut [f32]) {
     const BLOCK: usize = 16;
     let d = out.len();
@@ -807,15 +830,18 @@ fn gather_sum(table: &[f32], codes: &[u16], k: usize, out: &mut [f32]) {
 /// `u += Mᵀ z` for `m` of shape `[z.len(), u.len()]`, adding only the rows of units with
 /// `z_j > 0`: after a relu about half are zero. `u` is summed in blocks held in registers over
 /// all active rows, each element in increasing j, so the result does not depend on the blocking.
+#[inline(always)]
 fn add_active_rows(m: &[f32], z: &[f32], u: &mut [f32]) {
     add_rows_of::<false>(m, z, u);
 }
 
 /// `u += Mᵀ z` for `m` of shape `[z.len(), u.len()]`, every row (as [`add_active_rows`]).
+#[inline(always)]
 fn add_rows(m: &[f32], z: &[f32], u: &mut [f32]) {
     add_rows_of::<true>(m, z, u);
 }
 
+#[inline(always)]
 fn add_rows_of<const ALL: bool>(m: &[f32], z: &[f32], u: &mut [f32]) {
     // Indices of active units, a chunk at a time so that they fit on the stack for any width.
     const CHUNK: usize = 256;
@@ -843,6 +869,7 @@ fn add_rows_of<const ALL: bool>(m: &[f32], z: &[f32], u: &mut [f32]) {
 
 /// [`add_active_rows`] for columns `start..` of `u` in whole blocks of `B`; returns where the
 /// blocks end.
+#[inline(always)]
 fn add_rows_blocked<const B: usize>(
     rows: &[f32],
     z: &[f32],
@@ -869,6 +896,7 @@ fn add_rows_blocked<const B: usize>(
 }
 
 /// `acc += a x`.
+#[inline(always)]
 fn add_scaled(acc: &mut [f32], a: f32, x: &[f32]) {
     for (v, y) in acc.iter_mut().zip(x) {
         *v += a * y;
@@ -879,6 +907,7 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+#[inline(always)]
 fn add(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;

@@ -171,7 +171,9 @@ pub struct CompressArgs {
     /// Also train an encoder on the codes and let it propose codes when re-encoding.
     #[arg(long)]
     pub distill: bool,
-    /// Share of words held out for validation.
+    /// Share of words held out to judge gradient training by (the mlp and lstm composers,
+    /// --distill, --init random, dccl, dpq); runs whose every stage is judged over all words
+    /// (the default, --composer conditioned) fit every word and hold none out.
     #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
     pub val_fraction: f64,
     /// Seed of every random choice.
