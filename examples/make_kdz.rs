@@ -4,10 +4,9 @@
 //! Python layer's tests compare against; `conditioned` needs `--code-dim` equal to `--out-dim`,
 //! and its `W_o` is random like the rest, so the step network changes every vector);
 //! `make_kdz rvq VECTORS.txt OUT` fits real codes by residual k-means: codebook i is k-means
-//! over what codebooks 0..i left unexplained, and a linear composer with `W = I`, `b = 0` sums
-//! the chosen centroids. That is a KD code with a
-//! linear composer, learned in seconds, so `groups`, `codes` and `similar` have something
-//! meaningful to show before a trained file exists.
+//! over what codebooks 0..i left unexplained, and the `sum` composer adds the chosen
+//! centroids. That is a KD code with an additive composer, learned in seconds, so `groups`,
+//! `codes` and `similar` have something meaningful to show before a trained file exists.
 //!
 //! ```text
 //! cargo run --release --no-default-features --example make_kdz -- random lstm /tmp/r.kdz
@@ -22,7 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use kdcompress::codes::Codes;
 use kdcompress::composer::{
-    CODEBOOKS, Composer, ComposerConfig, ComposerKind, OUT_BIAS, OUT_WEIGHT, Tensor, split_columns,
+    CODEBOOKS, Composer, ComposerConfig, ComposerKind, Tensor, split_columns,
 };
 use kdcompress::compressed::{Compressed, Metadata, Source};
 use kdcompress::vocab::Vocab;
@@ -305,30 +304,19 @@ fn rvq(
         }
         codebooks.extend_from_slice(&centroids);
     }
+    // Residual k-means tables are decoded by their plain sum: the `sum` kind, tables only.
     let config = ComposerConfig {
-        kind: ComposerKind::Linear,
+        kind: ComposerKind::Sum,
         num_codebooks: d,
         num_codes: k,
         code_dim: dim,
         hidden: 0,
         out_dim: dim,
     };
-    let mut identity = vec![0f32; dim * dim];
-    for i in 0..dim {
-        identity[i * dim + i] = 1.0;
-    }
     let mut tensors = BTreeMap::new();
     tensors.insert(
         CODEBOOKS.to_string(),
         Tensor::new(vec![d, k, dim], codebooks).context("codebooks shape")?,
-    );
-    tensors.insert(
-        OUT_WEIGHT.to_string(),
-        Tensor::new(vec![dim, dim], identity).context("weight shape")?,
-    );
-    tensors.insert(
-        OUT_BIAS.to_string(),
-        Tensor::new(vec![dim], vec![0.0; dim]).context("bias shape")?,
     );
     let file_name = path
         .file_name()

@@ -61,7 +61,7 @@ def test_lookup_names_follow_gensim(tables):
         float(np.dot(kd["king"], kd["queen"]) / np.linalg.norm(kd["king"]) / np.linalg.norm(kd["queen"])),
         abs=1e-6,
     )
-    assert kd.config["kind"] == "linear"
+    assert kd.config["kind"] == "sum"
     assert kd.bits_per_word == 8 * 4
     assert kd.version[0] == 1
     assert kd.metadata["method"] == "residual-kmeans"

@@ -76,7 +76,9 @@ impl<'a> Reporter<'a> {
         decoder: &Decoder,
     ) -> Result<(), TrainError> {
         allocator::release_free_memory();
+        let t0 = std::time::Instant::now();
         let scores = set.score(codes, decoder, &self.reference)?;
+        set.note_scoring(t0.elapsed().as_secs_f64());
         let report = StageReport {
             stage: name.to_string(),
             mse: scores.mse,

@@ -311,10 +311,13 @@ fn rounds(
     // With --time-limit, a round starts only when one more (as long as the last) ends within
     // it; the first round runs without noise (it measures what a round costs, and may be the
     // only one), and the annealing cools to nothing by the last round that fits (`planned`).
+    // The first round always starts: its least-squares refit is the cheapest large gain, and
+    // its search stops at the deadline (all 400,000 GloVe words at K=256 D=8, the rq stage
+    // ending at the limit: 2.7296 -> 2.6811 in 0.7 s).
     let budgeted = set.cfg.time_limit.is_some();
     let (mut round_secs, mut planned) = (0.0, rounds);
     for round in 1..=rounds {
-        if set.no_time_for(round_secs) {
+        if round > 1 && set.no_time_for(round_secs) {
             out.progress.message(&format!(
                 "lsq: time limit reached ({} rounds of about {round_secs:.1} s run)",
                 round - 1
