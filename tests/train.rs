@@ -586,3 +586,41 @@ fn rust_composer_matches_tch_forward_for_every_kind() {
         }
     }
 }
+
+/// A budget already spent when training starts: the rq stage runs, the first lsq round refits
+/// the tables and keeps every word's codes (its search stops at the deadline), and nothing after
+/// it starts; the result is no worse than the rq stage's and says the limit stopped it.
+#[test]
+fn a_spent_time_limit_still_refits_the_tables_and_loses_nothing() {
+    let e = fixture(2000);
+    let config = cpu(TrainConfig {
+        num_codes: 16,
+        num_codebooks: 4,
+        time_limit: Some(1e-3),
+        ..TrainConfig::default()
+    });
+    let mut rec = Recorder::default();
+    let t = train(&e, &config, &mut rec).unwrap();
+    let stages: Vec<&str> = rec.reports.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["rq", "lsq"]);
+    let (rq, lsq) = (rec.reports[0].mse, rec.reports[1].mse);
+    assert!(
+        lsq < rq,
+        "the refit alone lowers the error: rq {rq}, lsq {lsq}"
+    );
+    assert!(
+        (t.report.mse - lsq).abs() < 1e-4 * lsq,
+        "{} vs {lsq}",
+        t.report.mse
+    );
+    // One lsq round (the refit), none after it.
+    let lsq_rounds = rec.epochs.iter().filter(|r| r.stage == "lsq").count();
+    assert_eq!(lsq_rounds, 1, "{:?}", rec.epochs);
+    assert!(
+        rec.messages
+            .iter()
+            .any(|m| m.contains("time limit reached")),
+        "{:?}",
+        rec.messages
+    );
+}

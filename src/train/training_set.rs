@@ -299,8 +299,7 @@ impl<'a> TrainingSet<'a> {
         Ok(total.finish())
     }
 
-    /// Mean squared error per held-out word.
-    /// The held-out words' error, `None` when no word is held out.
+    /// Mean squared error per held-out word, `None` when no word is held out.
     pub fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> Option<f64> {
         (self.num_val() > 0).then(|| self.mse_of(codes, Some(&self.val_rows), decoder))
     }
@@ -339,6 +338,12 @@ impl<'a> TrainingSet<'a> {
         );
         sums.iter().sum::<f64>() / count.max(1) as f64
     }
+}
+
+/// Whether `deadline` (from [`TrainingSet::deadline`]) has passed: what a search's chunks ask
+/// before their work, on any thread.
+pub(crate) fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|t| Instant::now() >= t)
 }
 
 /// The rows held out for validation, in the order drawn, and a mask marking them:

@@ -22,7 +22,7 @@ use crate::train::model::reconstruction_loss;
 use crate::train::quantize::rq::trace_back;
 use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
-use crate::train::training_set::{Decoder, TrainingSet};
+use crate::train::training_set::{Decoder, TrainingSet, passed};
 
 /// Learning rate of the network alone, as a share of `--lr`: `sqrt(NET_LR_WIDTH / d)`, 3 at
 /// GloVe's d = 50 and 0.77 at mpnet's 768. Adam moves every weight by about the rate, and a
@@ -227,6 +227,9 @@ pub(super) fn stage_conditioned(
             train_codes_fixed(set, out, nets, &codes, p, true)?;
         }
         out.begin("conditioned encode", set.n as u64);
+        // Past --time-limit the remaining words keep their codes (a word keeps its codes
+        // unless the search decodes it closer, so a cut search loses nothing either).
+        let deadline = set.deadline();
         let new_codes = tch::no_grad(|| {
             set.encode_all(
                 out,
@@ -235,6 +238,9 @@ pub(super) fn stage_conditioned(
                 || net.shallow_clone(),
                 |n, xc, cc| {
                     let cc = cc.expect("the search re-encodes current codes");
+                    if passed(deadline) {
+                        return cc.copy();
+                    }
                     reencode(n, xc, cc, beam, candidates)
                 },
             )

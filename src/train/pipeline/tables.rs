@@ -17,7 +17,7 @@ use crate::train::quantize::rq;
 use crate::train::quantize::{beam, cg, ils};
 use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
-use crate::train::training_set::{Decoder, TrainingSet};
+use crate::train::training_set::{Decoder, TrainingSet, passed};
 use crate::train::{TrainError, allocator};
 
 /// Words per code sampled to learn the tables, and a cap: deep tables model small residuals
@@ -225,7 +225,6 @@ fn search(
     let (seed, perturb) = (out.rng.seed(), perturbed(set.num_codebooks));
     let taken = AtomicUsize::new(0);
     let deadline = set.deadline();
-    let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
     // The (DK)² products of the tables, one matrix product, on every worker's core.
     let found = match with_torch_threads(set.workers, || ils::PairTerms::new(tables)) {
         Some(terms) => set.encode_all(
@@ -235,7 +234,7 @@ fn search(
             || terms.shallow_clone(),
             |t, xc, cc| {
                 let cc = cc.expect("lsq re-encodes current codes");
-                if past(deadline) {
+                if passed(deadline) {
                     return cc.copy();
                 }
                 let local = ils::encode(t, xc, cc, how.trials, perturb, seed);
@@ -254,7 +253,7 @@ fn search(
             || tables.shallow_clone(),
             |t, xc, cc| {
                 let cc = cc.expect("lsq re-encodes current codes");
-                if past(deadline) {
+                if passed(deadline) {
                     return cc.copy();
                 }
                 lsq::icm(xc, cc, t, ICM_SWEEPS)
