@@ -177,9 +177,10 @@ pub struct TrainConfig {
     /// Worker threads for the search stages and the measurements; `None`: one per core. On the
     /// CPU LibTorch itself runs single-threaded (its spinning pool wastes shared cores).
     pub threads: Option<usize>,
-    /// A budget in seconds for the training: rounds and epochs start only when one as long as
-    /// the last ends within it (makes the result depend on the machine's speed); `None`: no
-    /// limit.
+    /// A budget in seconds, counted from the start the trainer is given
+    /// (`Trainer::train_since`): rounds and epochs start only when one as long as the last
+    /// ends within it, less the run's closing measurements (makes the result depend on the
+    /// machine's speed); `None`: no limit.
     pub time_limit: Option<f64>,
 }
 

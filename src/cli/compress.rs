@@ -185,9 +185,11 @@ pub struct CompressArgs {
     /// Threads for LibTorch and the measurements; default: all cores.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// A budget in seconds for the whole training: a round or epoch starts only when one as
-    /// long as the last still ends within it, and the annealed lsq rounds cool by the last round
-    /// that fits (the rq stage and the final encoding always run; results then depend on speed).
+    /// A budget in seconds for the whole command, reading included: a round or epoch starts
+    /// only when one as long as the last still ends within it, searches past it keep their
+    /// codes, the annealed lsq rounds cool by the last round that fits, and the run's closing
+    /// measurements are kept back from it (the rq stage and the first lsq refit always run;
+    /// results then depend on speed).
     #[arg(long, value_name = "SECONDS")]
     pub time_limit: Option<f64>,
     /// JSON lines to this file: one per epoch or round, and one per finished stage (marked
