@@ -118,7 +118,7 @@ fn annealed_least_squares_beats_plain_rounds() {
     };
     let annealed = run(trials.clone());
     let sampled = run(TrainConfig {
-        lsq_sample: 2000,
+        lsq_sample: Some(2000),
         ..trials.clone()
     });
     let beam = run(base.clone());

@@ -405,7 +405,7 @@ fn rounds(
 
 /// Least-squares tables and codes by local search: `--lsq-rounds` annealed rounds, or plain
 /// rounds while the error over all words falls when `--lsq-anneal` is 0 or the input has more
-/// than `--lsq-sample` words.
+/// words than `TrainConfig::lsq_anneal_words` allows.
 pub(super) fn stage_lsq(
     set: &TrainingSet,
     out: &mut Reporter,
@@ -419,15 +419,18 @@ pub(super) fn stage_lsq(
     // cannot raise on the words it fits); the held-out error is logged to show generalisation.
     // Annealing needs every round over every word: tables annealed on a sample of 65,536 of the
     // 400,000 GloVe words fit the sample (2.39 there) and then encoded all words at 2.81, and
-    // three plain rounds over all words only reached 2.72 (plain rounds alone: 2.67). So a
-    // larger input gets plain rounds, with the perturbation trials, over every word.
-    let too_many = set.n as usize > cfg.lsq_sample;
+    // three plain rounds over all words only reached 2.72 (plain rounds alone: 2.67). So an
+    // input whose rounds would cost too much (`TrainConfig::lsq_anneal_words`) gets plain
+    // rounds, with the perturbation trials, over every word.
+    let most = cfg.lsq_anneal_words(set.num_codebooks as usize);
+    let too_many = set.n as usize > most;
     let anneal =
         (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
     if too_many && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
-            "lsq: {} words, more than --lsq-sample {}: plain rounds, no annealing",
-            set.n, cfg.lsq_sample
+            "lsq: {} words, more than the {most} annealed at D = {} (--lsq-sample): plain rounds, \
+             no annealing",
+            set.n, set.num_codebooks
         ));
     }
     let (tables, codes) = rounds(set, out, tables, codes, cfg.lsq_rounds, anneal);
