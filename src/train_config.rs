@@ -284,13 +284,13 @@ pub const STEP_WEIGHT_SHARE: f64 = 0.2;
 /// one core here, so 200,000 words a second on two.
 pub const STEP_DECODE_MACS: usize = 1 << 17;
 
-/// Most words × D one annealed lsq round may cover by default: an annealed round costs about
-/// as much as a word's D positions searched by the beam and ICM (all 400,000 GloVe words at
-/// K=256 D=8, 3.2M: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes).
-/// Above it the rounds are plain, ending once they gain little. Annealing all 400,000 GloVe words
-/// at D=8: lsq 2.5775 / nn@10 0.3120 (4 plain rounds, 37 s) -> 2.4952 / 0.3260 (25 rounds,
-/// 225 s); 12 annealed rounds 2.5335.
-pub const ANNEAL_WORK: usize = 1 << 22;
+/// Most words × D × K one annealed lsq round may cover by default: a round searches each word's
+/// D positions among K codes, by the beam and by ICM (all 400,000 GloVe words at K=256 D=8,
+/// 0.8·2^30: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes; K=32 costs
+/// a fifth to an eighth of K=256 per position). Above it the rounds are plain, ending once they
+/// gain little. Annealing all 400,000 GloVe words at K=256 D=8: lsq 2.5775 / nn@10 0.3120 (4
+/// plain rounds, 37 s) -> 2.4952 / 0.3260 (25 rounds, 225 s); 12 annealed rounds 2.5335.
+pub const ANNEAL_WORK: usize = 1 << 30;
 
 /// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
 pub const LSQ_BEAM: usize = 16;
@@ -652,12 +652,12 @@ impl TrainConfig {
         !all_words
     }
 
-    /// Most words the lsq rounds anneal at D = `num_codebooks`: `--lsq-sample`, or as many as
-    /// keep one round's work, words × D, within [`ANNEAL_WORK`] (524,288 words at D = 8,
-    /// 209,715 at D = 20, 131,072 at D = 32).
-    pub fn lsq_anneal_words(&self, num_codebooks: usize) -> usize {
+    /// Most words the lsq rounds anneal at D = `num_codebooks`, K = `num_codes`: `--lsq-sample`,
+    /// or as many as keep one round's work, words × D × K, within [`ANNEAL_WORK`] (at K=256:
+    /// 524,288 words at D = 8, 209,715 at D = 20, 131,072 at D = 32; at K=32 D=32 1,048,576).
+    pub fn lsq_anneal_words(&self, num_codebooks: usize, num_codes: usize) -> usize {
         self.lsq_sample
-            .unwrap_or_else(|| ANNEAL_WORK / num_codebooks.max(1))
+            .unwrap_or_else(|| ANNEAL_WORK / (num_codebooks * num_codes).max(1))
     }
 
     /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`].
@@ -854,20 +854,27 @@ mod tests {
     #[test]
     fn annealed_lsq_covers_the_words_whose_rounds_stay_affordable_unless_given() {
         let c = TrainConfig::default();
-        // All 400,000 GloVe words anneal at 64 bits; at 160 and 256 bits they get plain rounds,
-        // and a table of 20k words anneals at every D up to 128.
-        assert!(c.lsq_anneal_words(8) >= 400_000);
-        assert!(c.lsq_anneal_words(20) < 400_000 && c.lsq_anneal_words(32) < 400_000);
+        // All 400,000 GloVe words anneal at 64 bits, and at the card's K=32 D=32; at K=256 and
+        // 160 or 256 bits they get plain rounds; a table of 20k words anneals at K=256 and every
+        // D up to 128.
+        assert!(c.lsq_anneal_words(8, 256) >= 400_000);
+        assert!(c.lsq_anneal_words(32, 32) >= 400_000);
+        assert!(c.lsq_anneal_words(20, 256) < 400_000 && c.lsq_anneal_words(32, 256) < 400_000);
         for d in 1..=128 {
-            assert!(c.lsq_anneal_words(d) >= 21_745, "D = {d}");
-            assert!(c.lsq_anneal_words(d) * d <= ANNEAL_WORK, "D = {d}");
+            for k in [2, 32, 256] {
+                let words = c.lsq_anneal_words(d, k);
+                assert!(
+                    words >= 21_745 && words * d * k <= ANNEAL_WORK,
+                    "D = {d}, K = {k}"
+                );
+            }
         }
         let given = TrainConfig {
             lsq_sample: Some(2_000),
             ..c
         };
-        assert_eq!(given.lsq_anneal_words(8), 2_000);
-        assert_eq!(given.lsq_anneal_words(64), 2_000);
+        assert_eq!(given.lsq_anneal_words(8, 256), 2_000);
+        assert_eq!(given.lsq_anneal_words(64, 32), 2_000);
     }
 
     #[test]

@@ -422,15 +422,15 @@ pub(super) fn stage_lsq(
     // three plain rounds over all words only reached 2.72 (plain rounds alone: 2.67). So an
     // input whose rounds would cost too much (`TrainConfig::lsq_anneal_words`) gets plain
     // rounds, with the perturbation trials, over every word.
-    let most = cfg.lsq_anneal_words(set.num_codebooks as usize);
+    let most = cfg.lsq_anneal_words(set.num_codebooks as usize, set.k as usize);
     let too_many = set.n as usize > most;
     let anneal =
         (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
     if too_many && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
-            "lsq: {} words, more than the {most} annealed at D = {} (--lsq-sample): plain rounds, \
-             no annealing",
-            set.n, set.num_codebooks
+            "lsq: {} words, more than the {most} annealed at K={} D={} (--lsq-sample): plain \
+             rounds, no annealing",
+            set.n, set.k, set.num_codebooks
         ));
     }
     let (tables, codes) = rounds(set, out, tables, codes, cfg.lsq_rounds, anneal);
