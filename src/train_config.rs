@@ -286,11 +286,16 @@ pub const STEP_DECODE_MACS: usize = 1 << 17;
 
 /// Most words × D × K one annealed lsq round may cover by default: a round searches each word's
 /// D positions among K codes, by the beam and by ICM (all 400,000 GloVe words at K=256 D=8,
-/// 0.8·2^30: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes; K=32 costs
-/// a fifth to an eighth of K=256 per position). Above it the rounds are plain, ending once they
-/// gain little. Annealing all 400,000 GloVe words at K=256 D=8: lsq 2.5775 / nn@10 0.3120 (4
-/// plain rounds, 37 s) -> 2.4952 / 0.3260 (25 rounds, 225 s); 12 annealed rounds 2.5335.
+/// 0.8·2^30: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes). Above it
+/// the rounds are plain, ending once they gain little. Annealing all 400,000 GloVe words at
+/// K=256 D=8: lsq 2.5775 / nn@10 0.3120 (4 plain rounds, 37 s) -> 2.4952 / 0.3260 (25 rounds,
+/// 225 s); 12 annealed rounds 2.5335.
 pub const ANNEAL_WORK: usize = 1 << 30;
+/// Fewer codes per table than this do not earn a larger annealing allowance: their rounds are
+/// cheaper, but on large inputs the annealing gains little there. All 400,000 GloVe words at
+/// K=32 D=12: 25 annealed rounds (5 s each) reach 3.2660 / nn@10 0.2478, two plain rounds
+/// 3.2703 / 0.2577 (the rq stage: 3.4239).
+pub const ANNEAL_LEAST_CODES: usize = 256;
 
 /// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
 pub const LSQ_BEAM: usize = 16;
@@ -653,11 +658,12 @@ impl TrainConfig {
     }
 
     /// Most words the lsq rounds anneal at D = `num_codebooks`, K = `num_codes`: `--lsq-sample`,
-    /// or as many as keep one round's work, words × D × K, within [`ANNEAL_WORK`] (at K=256:
-    /// 524,288 words at D = 8, 209,715 at D = 20, 131,072 at D = 32; at K=32 D=32 1,048,576).
+    /// or as many as keep one round's work, words × D × max(K, 256), within [`ANNEAL_WORK`]
+    /// (524,288 words at D = 8, 209,715 at D = 20, 131,072 at D = 32; at K=1024 a quarter).
     pub fn lsq_anneal_words(&self, num_codebooks: usize, num_codes: usize) -> usize {
-        self.lsq_sample
-            .unwrap_or_else(|| ANNEAL_WORK / (num_codebooks * num_codes).max(1))
+        self.lsq_sample.unwrap_or_else(|| {
+            ANNEAL_WORK / (num_codebooks.max(1) * num_codes.max(ANNEAL_LEAST_CODES))
+        })
     }
 
     /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`].
@@ -854,17 +860,19 @@ mod tests {
     #[test]
     fn annealed_lsq_covers_the_words_whose_rounds_stay_affordable_unless_given() {
         let c = TrainConfig::default();
-        // All 400,000 GloVe words anneal at 64 bits, and at the card's K=32 D=32; at K=256 and
-        // 160 or 256 bits they get plain rounds; a table of 20k words anneals at K=256 and every
-        // D up to 128.
+        // All 400,000 GloVe words anneal at K=256 D=8 (64 bits); at 160 or 256 bits, at K=32
+        // D=12 or at K=1024 D=6 they get plain rounds; a table of 20k words anneals at K=256 and
+        // every D up to 128.
         assert!(c.lsq_anneal_words(8, 256) >= 400_000);
-        assert!(c.lsq_anneal_words(32, 32) >= 400_000);
-        assert!(c.lsq_anneal_words(20, 256) < 400_000 && c.lsq_anneal_words(32, 256) < 400_000);
+        for (d, k) in [(20, 256), (32, 256), (12, 32), (32, 32), (6, 1024)] {
+            assert!(c.lsq_anneal_words(d, k) < 400_000, "D = {d}, K = {k}");
+        }
+        assert_eq!(c.lsq_anneal_words(8, 32), c.lsq_anneal_words(8, 256));
         for d in 1..=128 {
-            for k in [2, 32, 256] {
+            for k in [2, 32, 256, 512] {
                 let words = c.lsq_anneal_words(d, k);
                 assert!(
-                    words >= 21_745 && words * d * k <= ANNEAL_WORK,
+                    words >= 16_384 && words * d * k.max(256) <= ANNEAL_WORK,
                     "D = {d}, K = {k}"
                 );
             }

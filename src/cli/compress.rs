@@ -138,9 +138,9 @@ pub struct CompressArgs {
     /// Most words the lsq rounds anneal; a larger input gets plain rounds (with the trials) while
     /// the error falls: annealing needs every round over every word (tables annealed on a
     /// sample fit the sample, not the rest), so its cost grows with words × D × K. Default: as
-    /// many as keep words × D × K within 2^30 (at K=256: 524,288 words at D = 8, 209,715 at
-    /// D = 20, 131,072 at D = 32; at K=32 D=32: 1,048,576; all 400,000 GloVe words at K=256
-    /// D=8: 25 rounds of 9 s on 2 cores).
+    /// many as keep words × D × max(K, 256) within 2^30 (524,288 words at D = 8, 209,715 at
+    /// D = 20, 131,072 at D = 32; all 400,000 GloVe words at K=256 D=8: 25 rounds of 9 s on 2
+    /// cores).
     #[arg(long, value_name = "N")]
     pub lsq_sample: Option<usize>,
     /// Most rounds of re-encoding through the trained composer.

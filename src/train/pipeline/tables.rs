@@ -388,19 +388,30 @@ fn rounds(
             planned = planned.min(round + fit.max(1));
         }
         bests.push(best);
-        if noise.is_some() && round >= 2 * ANNEAL_WINDOW && round < rounds {
-            let before = bests[round - ANNEAL_WINDOW];
-            if (before - best) / before.max(f64::MIN_POSITIVE) < ANNEAL_MIN_GAIN {
-                out.progress.message(&format!(
-                    "lsq: the last {ANNEAL_WINDOW} rounds gained less than {}%; annealing ends",
-                    ANNEAL_MIN_GAIN * 100.0
-                ));
-                break;
-            }
+        if noise.is_some() && round < rounds && annealing_stalled(&bests) {
+            out.progress.message(&format!(
+                "lsq: the last {ANNEAL_WINDOW} rounds gained less than {}%; annealing ends",
+                ANNEAL_MIN_GAIN * 100.0
+            ));
+            break;
         }
         (previous, codes) = (new_tables, new_codes);
     }
     (best_tables, best_codes)
+}
+
+/// Whether annealed rounds should end, from the best error before the first round and after
+/// each (`bests`): from the tenth round on, when the last [`ANNEAL_WINDOW`] rounds lowered it
+/// less than [`ANNEAL_MIN_GAIN`]. The window judges only annealing that had already beaten its
+/// start: while the noise is loud the rounds' errors may stay above it (all 400,000 GloVe words
+/// at K=32 D=12: the first nine), and ending then would keep the start.
+fn annealing_stalled(bests: &[f64]) -> bool {
+    let round = bests.len().saturating_sub(1);
+    if round < 2 * ANNEAL_WINDOW {
+        return false;
+    }
+    let (before, best) = (bests[round - ANNEAL_WINDOW], bests[round]);
+    before < bests[0] && (before - best) / before.max(f64::MIN_POSITIVE) < ANNEAL_MIN_GAIN
 }
 
 /// Least-squares tables and codes by local search: `--lsq-rounds` annealed rounds, or plain
@@ -477,4 +488,29 @@ pub(super) fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng
             let _ = out.bias.shallow_clone().zero_();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annealing_ends_when_it_stalls_below_its_start_not_while_still_above_it() {
+        // Rounds that have already beaten the start and then gain under 0.1% in five: ends.
+        let mut stalled = vec![3.0, 2.9, 2.8, 2.7, 2.6, 2.5];
+        stalled.extend([2.5; 5]);
+        assert!(annealing_stalled(&stalled));
+        // Too early to judge, however flat.
+        assert!(!annealing_stalled(&stalled[..10]));
+        // Still gaining: goes on.
+        let gaining: Vec<f64> = (0..=12).map(|r| 3.0 - 0.05 * r as f64).collect();
+        assert!(!annealing_stalled(&gaining));
+        // Noisy rounds that have not yet beaten the start keep the best at the start: the window
+        // sees no gain, but the annealing goes on.
+        assert!(!annealing_stalled(&[3.4239; 11]));
+        // Once beaten, the same flat window ends it.
+        let mut beaten = vec![3.4239; 5];
+        beaten.extend([3.42; 6]);
+        assert!(annealing_stalled(&beaten));
+    }
 }
