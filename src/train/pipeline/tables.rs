@@ -59,7 +59,8 @@ const ANNEAL_MIN_GAIN: f64 = 1e-3;
 /// 20.1 s); above, lower errors (GloVe D=8 1.3903 against 1.4672, D=20 0.0742 against 0.0772).
 const BEAM_MIN_SHARE: f64 = 0.02;
 /// Least share by which a plain lsq round with the beam search must lower the error over all
-/// words to earn another (plain rounds with the trials alone: [`MIN_GAIN`]). On large inputs a
+/// words to earn another beam round; below it (and above [`MIN_GAIN`]) the rounds go on with
+/// the perturbation trials alone, which cost less. On large inputs a
 /// beam round costs 1.6-2.6 trial rounds and gains far more at first: all 400,000 GloVe words
 /// at K=256 D=20 (`--seed 1`), after the rq stage's 0.2928 (37 s), beam rounds of about 35 s
 /// gave 0.2509, 0.2396, 0.2343, 0.2310, 0.2287, 0.2270, 0.2256, 0.2245 (the eighth gained
@@ -375,13 +376,19 @@ fn rounds(
             (best_tables, best_codes, best) =
                 (new_tables.shallow_clone(), new_codes.shallow_clone(), all);
         }
-        let min_gain = if how.beam > 0 {
-            BEAM_MIN_GAIN
-        } else {
-            MIN_GAIN
-        };
-        if noise.is_none() && (!improved || gain < min_gain) {
+        if noise.is_none() && (!improved || gain < MIN_GAIN) {
             break;
+        }
+        if noise.is_none() && how.beam > 0 && gain < BEAM_MIN_GAIN {
+            // The beam's rounds have stopped paying for themselves; the cheaper rounds of the
+            // trials alone go on while they gain.
+            out.progress.message(&format!(
+                "lsq: the beam's round gained {:.2}%, under {}%; the rounds go on with the \
+                 {trials} trials alone",
+                100.0 * gain,
+                100.0 * BEAM_MIN_GAIN
+            ));
+            how = RoundSearch { trials, beam: 0 };
         }
         round_secs = r0.elapsed().as_secs_f64();
         if let Some(fit) = set.steps_left(round_secs) {
