@@ -124,8 +124,9 @@ pub struct CompressArgs {
     /// tables, and a word keeps whichever codes decode closer. The first round runs it beside
     /// the perturbation trials; where it then finds closer codes for at least 2% of the words it
     /// goes on in their place (on GloVe-like tables of few dimensions per code: lower errors),
-    /// elsewhere the rounds go on with the trials alone. Plain rounds (above --lsq-sample words)
-    /// with the beam end once a round gains less than 0.5%. 0: never; default: 16.
+    /// elsewhere the rounds go on with the trials alone. In plain rounds (above --lsq-sample
+    /// words) the beam stops once a round with it gains less than 0.5%, and the trials go on
+    /// alone while they gain 0.1%. 0: never; default: 16.
     #[arg(long, value_name = "N")]
     pub lsq_beam: Option<usize>,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
