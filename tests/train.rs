@@ -624,3 +624,38 @@ fn a_spent_time_limit_still_refits_the_tables_and_loses_nothing() {
         rec.messages
     );
 }
+
+/// Plain lsq rounds (as above the annealing allowance) run the beam search beside the local
+/// search until a round with it gains under 0.5%; then the cheaper rounds of the perturbation
+/// trials alone go on while they gain, instead of the stage ending there.
+#[test]
+fn plain_rounds_go_on_with_the_trials_after_the_beam_stops_paying() {
+    let e = fixture(5000);
+    let config = cpu(TrainConfig {
+        num_codes: 64,
+        num_codebooks: 6,
+        lsq_anneal: 0.0,
+        ..TrainConfig::default()
+    });
+    let mut rec = Recorder::default();
+    train(&e, &config, &mut rec).unwrap();
+    let handed_over = rec
+        .messages
+        .iter()
+        .any(|m| m.contains("the rounds go on with the") && m.contains("trials alone"));
+    assert!(handed_over, "{:#?}", rec.messages);
+    let mut errors = vec![rec.reports[0].mse];
+    errors.extend(
+        rec.epochs
+            .iter()
+            .filter(|r| r.stage == "lsq")
+            .map(|r| r.train_loss.unwrap()),
+    );
+    // The first round that gained under 0.5% is where the beam stopped.
+    let stop = (1..errors.len())
+        .find(|&i| (errors[i - 1] - errors[i]) / errors[i - 1] < 5e-3)
+        .expect("a beam round gained under 0.5%");
+    eprintln!("lsq errors {errors:?}, beam stopped after round {stop}");
+    assert!(errors.len() > stop + 1, "no round after the beam's: {errors:?}");
+    assert!(errors.last().unwrap() < &errors[stop], "{errors:?}");
+}
