@@ -656,6 +656,9 @@ fn plain_rounds_go_on_with_the_trials_after_the_beam_stops_paying() {
         .find(|&i| (errors[i - 1] - errors[i]) / errors[i - 1] < 5e-3)
         .expect("a beam round gained under 0.5%");
     eprintln!("lsq errors {errors:?}, beam stopped after round {stop}");
-    assert!(errors.len() > stop + 1, "no round after the beam's: {errors:?}");
+    assert!(
+        errors.len() > stop + 1,
+        "no round after the beam's: {errors:?}"
+    );
     assert!(errors.last().unwrap() < &errors[stop], "{errors:?}");
 }
