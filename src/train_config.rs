@@ -141,8 +141,8 @@ pub struct TrainConfig {
     /// stochastic relaxation); 0: plain rounds while the error falls.
     pub lsq_anneal: f64,
     /// Most words the lsq rounds anneal: a larger input gets plain rounds (with the perturbation
-    /// trials), since annealing needs every round over every word; `None`:
-    /// [`TrainConfig::lsq_anneal_words`] D.
+    /// trials), since annealing needs every round over every word; `None`: as many as
+    /// [`TrainConfig::lsq_anneal_words`] allows at the run's D and K.
     pub lsq_sample: Option<usize>,
     /// Most rounds of re-encoding through the trained composer.
     pub refine_rounds: usize,
@@ -286,7 +286,7 @@ pub const STEP_DECODE_MACS: usize = 1 << 17;
 
 /// Most words × D × K one annealed lsq round may cover by default: a round searches each word's
 /// D positions among K codes, by the beam and by ICM (all 400,000 GloVe words at K=256 D=8,
-/// 0.8·2^30: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes). Above it
+/// 0.76·2^30: 9 s a round on the 2 cores here, so the 25 rounds take under 4 minutes). Above it
 /// the rounds are plain, ending once they gain little. Annealing all 400,000 GloVe words at
 /// K=256 D=8: lsq 2.5775 / nn@10 0.3120 (4 plain rounds, 37 s) -> 2.4952 / 0.3260 (25 rounds,
 /// 225 s); 12 annealed rounds 2.5335.

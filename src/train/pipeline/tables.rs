@@ -376,19 +376,21 @@ fn rounds(
             (best_tables, best_codes, best) =
                 (new_tables.shallow_clone(), new_codes.shallow_clone(), all);
         }
-        if noise.is_none() && (!improved || gain < MIN_GAIN) {
-            break;
-        }
-        if noise.is_none() && how.beam > 0 && gain < BEAM_MIN_GAIN {
-            // The beam's rounds have stopped paying for themselves; the cheaper rounds of the
-            // trials alone go on while they gain.
-            out.progress.message(&format!(
-                "lsq: the beam's round gained {:.2}%, under {}%; the rounds go on with the \
-                 {trials} trials alone",
-                100.0 * gain,
-                100.0 * BEAM_MIN_GAIN
-            ));
-            how = RoundSearch { trials, beam: 0 };
+        if noise.is_none() {
+            if !improved || gain < MIN_GAIN {
+                break;
+            }
+            if how.beam > 0 && gain < BEAM_MIN_GAIN {
+                // The beam's rounds have stopped paying for themselves; the cheaper rounds of
+                // the trials alone go on while they gain.
+                out.progress.message(&format!(
+                    "lsq: the beam's round gained {:.2}%, under {}%; the rounds go on with the \
+                     {trials} trials alone",
+                    100.0 * gain,
+                    100.0 * BEAM_MIN_GAIN
+                ));
+                how = RoundSearch { trials, beam: 0 };
+            }
         }
         round_secs = r0.elapsed().as_secs_f64();
         if let Some(fit) = set.steps_left(round_secs) {
