@@ -357,6 +357,9 @@ fn the_default_conditioned_composer_lowers_the_default_lsq_error() {
         lsq.mse, lsq.neighbour_overlap, last.mse, last.neighbour_overlap
     );
     assert_eq!(t.composer.config().hidden, 32);
+    // The report records the width and epochs the defaults came to (the .kdz keeps them).
+    assert_eq!(t.report.settled["step_hidden"], 32);
+    assert_eq!(t.report.settled["step_epochs"], 100);
     assert!(
         last.mse < 0.98 * lsq.mse,
         "conditioned {} vs lsq {}",

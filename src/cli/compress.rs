@@ -366,6 +366,7 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     let report = trained.report.clone();
     let mut training = serde_json::to_value(config)?;
     training["storage"] = storage_json(&storage)?;
+    training["settled"] = serde_json::to_value(&report.settled)?;
     let metadata = kdcompress::compressed::Metadata {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         method: config.method.name().into(),

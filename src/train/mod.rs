@@ -163,6 +163,11 @@ pub struct TrainReport {
     pub samples_per_sec: f64,
     /// Wall time of training, seconds.
     pub seconds: f64,
+    /// The values the run used for options whose defaults depend on the input (given or
+    /// defaulted), by option name without the dashes: e.g. `lsq_sample`, the most words the lsq
+    /// rounds anneal at this run's D and K. Recorded in the `.kdz` metadata (`training.settled`)
+    /// beside the options as given.
+    pub settled: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl TrainReport {

@@ -139,6 +139,7 @@ pub(crate) fn conclude(
             0.0
         },
         seconds: set.elapsed(),
+        settled: out.settled,
     };
     Ok(Trained {
         codes,

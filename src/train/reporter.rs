@@ -19,6 +19,8 @@ pub(crate) struct Reporter<'a> {
     pub trained_words: f64,
     pub trained_secs: f64,
     pub rng: Rng,
+    /// The values the stages used for input-dependent options ([`super::TrainReport::settled`]).
+    pub settled: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl<'a> Reporter<'a> {
@@ -57,6 +59,7 @@ impl<'a> Reporter<'a> {
             trained_words: 0.0,
             trained_secs: 0.0,
             rng: Rng::new(cfg.seed),
+            settled: [("threads".to_string(), set.workers.into())].into(),
         })
     }
 
@@ -64,6 +67,11 @@ impl<'a> Reporter<'a> {
     pub fn begin(&mut self, name: &str, total: u64) {
         *self.stage = name.to_string();
         self.progress.stage_start(name, total);
+    }
+
+    /// Records the value the run used for `option` (its name without the dashes, `_` for `-`).
+    pub fn settle(&mut self, option: &str, value: impl Into<serde_json::Value>) {
+        self.settled.insert(option.to_string(), value.into());
     }
 
     /// Measures `codes` through `decoder` on every word and reports stage `name` as done.

@@ -163,6 +163,8 @@ pub(super) fn stage_conditioned(
     let decoder = Decoder::Net(net.shallow_clone());
     let additive = set.mse_of(&codes, None, &decoder);
     let epochs = cfg.step_epochs_for(set.train_rows.size()[0] as usize);
+    out.settle("step_hidden", net.config().hidden);
+    out.settle("step_epochs", epochs);
     out.progress.message(&format!(
         "conditioned: a step network of {} hidden units shared by the {} steps, {epochs} epochs \
          on the fixed codes, starting at the additive decode (error over all words {additive:.4})",

@@ -306,6 +306,8 @@ fn rounds(
             0
         },
     };
+    out.settle("lsq_trials", trials);
+    out.settle("lsq_beam", how.beam);
     // The best error after each round, to judge the annealed rounds' recent gain.
     let mut bests = vec![best];
     // With --time-limit, a round starts only when one more (as long as the last) ends within
@@ -453,6 +455,7 @@ pub(super) fn stage_lsq(
             set.n, set.k, set.num_codebooks
         ));
     }
+    out.settle("lsq_sample", most);
     let (tables, codes) = rounds(set, out, tables, codes, cfg.lsq_rounds, anneal);
     let decoder = Decoder::Additive(tables.shallow_clone());
     out.finish(set, "lsq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
