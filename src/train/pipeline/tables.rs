@@ -50,6 +50,12 @@ const CG_TOLERANCE: f64 = 1e-3;
 /// head at D=8 every window of 5 gains 0.3-4% to the last round, so all 25 run there.
 const ANNEAL_WINDOW: usize = 5;
 const ANNEAL_MIN_GAIN: f64 = 1e-3;
+/// Width up to which the annealing noise keeps its spread; wider vectors get it louder by
+/// [`anneal_noise_scale`].
+const ANNEAL_NOISE_WIDTH: f64 = 50.0;
+/// Exponent of the width in [`anneal_noise_scale`], and its most.
+const ANNEAL_NOISE_EXPONENT: f64 = 0.2;
+const ANNEAL_NOISE_MOST: f64 = 2.0;
 /// Least share of the words for which the first lsq round's beam search must find closer codes
 /// than the local search with its perturbation trials for the beam search to go on in the later
 /// rounds (in place of the trials). Measured in that round (`--seed 1`): GloVe's 20k head at
@@ -268,7 +274,8 @@ fn search(
 /// seen by the error over all words. Plain rounds stop when a round gains less than
 /// [`MIN_GAIN`]. Annealed rounds (exponent `anneal`, LSQ++'s stochastic relaxation) search
 /// under tables perturbed by Gaussian noise of the spread, per dimension, of what the starting
-/// codes leave unexplained, divided by D and scaled by `(1 - round / rounds)^anneal`, and run
+/// codes leave unexplained, louder on wide vectors ([`anneal_noise_scale`]), divided by D and
+/// scaled by `(1 - round / rounds)^anneal`, and run
 /// every round: the noise lets codes leave the local optimum the residual k-means left them in.
 fn rounds(
     set: &TrainingSet,
@@ -333,7 +340,9 @@ fn rounds(
             Some((p, sd)) if !(budgeted && round == 1) => {
                 let t = (1.0 - round as f64 / planned as f64).max(0.0).powf(*p);
                 let s = new_tables.size();
-                let z = out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (t / s[0] as f64);
+                let loud = anneal_noise_scale(set.d as usize);
+                let z =
+                    out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (loud * t / s[0] as f64);
                 search(
                     set,
                     out,
@@ -409,6 +418,21 @@ fn rounds(
         (previous, codes) = (new_tables, new_codes);
     }
     (best_tables, best_codes)
+}
+
+/// How much louder than the unexplained spread the annealing noise is at width `d`:
+/// `(d / 50)^0.2`, at least 1 and at most 2 (1.43 at d = 300, 1.72 at 768). A perturbation of the
+/// tables moves a word's squared error by a cross term that, against the error itself, shrinks
+/// about as `1/√d`, so at the same spread wide vectors hardly leave the local optimum of the rq
+/// codes: the mpnet table (768) at K=256 D=8 stopped gaining by round 20 (3.2948 / nn@10 0.3686;
+/// noise ×1.5 3.2654 / 0.3852, ×2 3.2695 / 0.3820), its 300 main directions 2.6556 / 0.3870 (×1.3
+/// 2.6377 / 0.3912, ×1.6 2.6354 / 0.3992). At GloVe's 50 dimensions the spread as it is was the
+/// best of ×0.5 to ×3 on the 20k head (1.3860 / 0.6674; ×1.5 1.3770 / 0.6617, ×2 1.4051).
+/// At D = 20 and 32 the scale hardly matters (mpnet D=20 2.0539 -> 2.0499 at ×1.5, D=32 equal).
+fn anneal_noise_scale(d: usize) -> f64 {
+    (d as f64 / ANNEAL_NOISE_WIDTH)
+        .powf(ANNEAL_NOISE_EXPONENT)
+        .clamp(1.0, ANNEAL_NOISE_MOST)
 }
 
 /// Whether annealed rounds should end, from the best error before the first round and after
@@ -505,6 +529,21 @@ pub(super) fn init_from_tables(net: &ComposerNet, tables: &Tensor, rng: &mut Rng
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The noise keeps the spread at GloVe's widths and below, grows with the width, and stays
+    /// within twice the spread at the widest tables people have.
+    #[test]
+    fn annealing_noise_is_louder_on_wide_vectors_within_a_bound() {
+        for d in [1, 25, 50] {
+            assert_eq!(anneal_noise_scale(d), 1.0, "d = {d}");
+        }
+        let widths = [100, 300, 384, 768, 1024, 4096];
+        let scales: Vec<f64> = widths.iter().map(|&d| anneal_noise_scale(d)).collect();
+        assert!(scales.windows(2).all(|w| w[0] <= w[1]), "{scales:?}");
+        assert!((1.4..1.5).contains(&scales[1]), "300: {}", scales[1]);
+        assert!((1.6..1.8).contains(&scales[3]), "768: {}", scales[3]);
+        assert_eq!(scales[5], ANNEAL_NOISE_MOST);
+    }
 
     #[test]
     fn annealing_ends_when_it_stalls_below_its_start_not_while_still_above_it() {
