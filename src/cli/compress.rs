@@ -131,9 +131,9 @@ pub struct CompressArgs {
     pub lsq_beam: Option<usize>,
     /// The lsq rounds anneal (LSQ++'s stochastic relaxation): each round searches codes under
     /// tables perturbed by noise of the rq stage's error spread / D (above 50 dimensions louder,
-    /// by (d / 50)^0.2, at most twice), scaled by (1 - round / rounds)^P, the best kept; the rounds run to --lsq-rounds unless, from the
-    /// tenth, five rounds together gain less than 0.1% (see --lsq-sample). 0: plain rounds
-    /// while the error falls.
+    /// by (d / 50)^0.2, at most twice), scaled by (1 - round / rounds)^P, the best kept; the
+    /// rounds run to --lsq-rounds unless, from the tenth, five rounds together gain less than
+    /// 0.1% (see --lsq-sample). 0: plain rounds while the error falls.
     #[arg(long, default_value_t = 0.5, value_name = "P")]
     pub lsq_anneal: f64,
     /// Most words the lsq rounds anneal; a larger input gets plain rounds (with the trials) while

@@ -275,8 +275,8 @@ fn search(
 /// [`MIN_GAIN`]. Annealed rounds (exponent `anneal`, LSQ++'s stochastic relaxation) search
 /// under tables perturbed by Gaussian noise of the spread, per dimension, of what the starting
 /// codes leave unexplained, louder on wide vectors ([`anneal_noise_scale`]), divided by D and
-/// scaled by `(1 - round / rounds)^anneal`, and run
-/// every round: the noise lets codes leave the local optimum the residual k-means left them in.
+/// scaled by `(1 - round / rounds)^anneal`, and run every round: the noise lets codes leave the
+/// local optimum the residual k-means left them in.
 fn rounds(
     set: &TrainingSet,
     out: &mut Reporter,
@@ -287,7 +287,7 @@ fn rounds(
 ) -> (Tensor, Tensor) {
     let mut best = set.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
     let (mut best_tables, mut best_codes) = (tables.shallow_clone(), codes.shallow_clone());
-    // The exponent and the error's spread per dimension, when annealing.
+    // The exponent and the error's spread per dimension (louder on wide vectors), when annealing.
     let noise = anneal.map(|p| {
         let spread = tch::no_grad(|| {
             let rows = &set.train_rows;
@@ -295,6 +295,7 @@ fn rounds(
             (set.x.index_select(0, rows) - fit)
                 .std_dim(0, true, false)
                 .to_device(tch::Device::Cpu)
+                * anneal_noise_scale(set.d as usize)
         });
         (p, spread)
     });
@@ -340,9 +341,7 @@ fn rounds(
             Some((p, sd)) if !(budgeted && round == 1) => {
                 let t = (1.0 - round as f64 / planned as f64).max(0.0).powf(*p);
                 let s = new_tables.size();
-                let loud = anneal_noise_scale(set.d as usize);
-                let z =
-                    out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (loud * t / s[0] as f64);
+                let z = out.rng.normal_of(&s, 1.0) * sd.view([1, 1, s[2]]) * (t / s[0] as f64);
                 search(
                     set,
                     out,
