@@ -167,7 +167,7 @@ fn same_seed_same_codes_other_seed_other_codes() {
         num_codebooks: 8,
         epochs: 2,
         refine_rounds: 1,
-        lsq_rounds: 2,
+        lsq_rounds: Some(2),
         ..TrainConfig::default()
     });
     let a = train(&e, &config, &mut Recorder::default()).unwrap();
@@ -198,7 +198,7 @@ fn concurrent_trainings_with_one_seed_match_a_lone_run() {
             hidden: 32,
             epochs: 3,
             batch_size: 64,
-            lsq_rounds: 1,
+            lsq_rounds: Some(1),
             refine_rounds: 0,
             seed: 21,
             ..TrainConfig::default()
@@ -298,7 +298,7 @@ fn conditioned_composer_beats_the_additive_tables() {
         step_hidden: Some(64),
         step_epochs: Some(60),
         refine_rounds: 1,
-        lsq_rounds: 8,
+        lsq_rounds: Some(8),
         lsq_anneal: 0.0,
         lsq_trials: Some(0),
         lsq_beam: Some(0),

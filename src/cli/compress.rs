@@ -110,10 +110,10 @@ pub struct CompressArgs {
     /// times the points.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub train_beam: usize,
-    /// Most rounds of least-squares fitting and re-encoding (faiss's LocalSearchQuantizer trains
-    /// for 25).
-    #[arg(long, default_value_t = 25, value_name = "N")]
-    pub lsq_rounds: usize,
+    /// Most rounds of least-squares fitting and re-encoding [default: 25 (faiss's
+    /// LocalSearchQuantizer trains for 25) at K >= 256, 50 at smaller K, whose rounds cost less]
+    #[arg(long, value_name = "N")]
+    pub lsq_rounds: Option<usize>,
     /// Perturbation trials per word in each lsq re-encoding (the iterated local search of LSQ++,
     /// faiss's LocalSearchQuantizer): two random positions change (one below D = 8), ICM runs
     /// again, and a word keeps the best codes found. 0: ICM alone; default: 0.6·D, at least 8 and

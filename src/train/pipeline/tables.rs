@@ -469,8 +469,8 @@ pub(super) fn stage_lsq(
     // rounds, with the perturbation trials, over every word.
     let most = cfg.lsq_anneal_words(set.num_codebooks as usize, set.k as usize);
     let too_many = set.n as usize > most;
-    let anneal =
-        (cfg.lsq_anneal > 0.0 && cfg.lsq_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
+    let most_rounds = cfg.lsq_rounds_for(set.k as usize);
+    let anneal = (cfg.lsq_anneal > 0.0 && most_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
     if too_many && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
             "lsq: {} words, more than the {most} annealed at K={} D={} (--lsq-sample): plain \
@@ -479,7 +479,8 @@ pub(super) fn stage_lsq(
         ));
     }
     out.settle("lsq_sample", most);
-    let (tables, codes) = rounds(set, out, tables, codes, cfg.lsq_rounds, anneal);
+    out.settle("lsq_rounds", most_rounds);
+    let (tables, codes) = rounds(set, out, tables, codes, most_rounds, anneal);
     let decoder = Decoder::Additive(tables.shallow_clone());
     out.finish(set, "lsq", t0.elapsed().as_secs_f64(), &codes, &decoder)?;
     Ok((tables, codes))
