@@ -876,6 +876,23 @@ mod tests {
     }
 
     #[test]
+    fn lsq_rounds_double_below_256_codes_unless_given() {
+        let auto = TrainConfig::default();
+        assert_eq!(auto.lsq_rounds_for(256), LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(1024), LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(32), 2 * LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(255), 2 * LSQ_ROUNDS);
+        let given = TrainConfig {
+            lsq_rounds: Some(7),
+            ..TrainConfig::default()
+        };
+        assert_eq!(
+            (given.lsq_rounds_for(32), given.lsq_rounds_for(256)),
+            (7, 7)
+        );
+    }
+
+    #[test]
     fn annealed_lsq_covers_the_words_whose_rounds_stay_affordable_unless_given() {
         let c = TrainConfig::default();
         // All 400,000 GloVe words anneal at K=256 D=8 (64 bits); at 160 or 256 bits, at K=32
