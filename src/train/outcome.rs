@@ -125,6 +125,8 @@ pub(crate) fn conclude(
         out.progress.stage_end(&report);
         out.stages.push(report);
     }
+    // The threads the report states, also among the settled values the .kdz keeps.
+    out.settle("threads", threads);
     let report = TrainReport {
         device: device_name(set.device),
         threads,

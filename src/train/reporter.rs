@@ -59,7 +59,7 @@ impl<'a> Reporter<'a> {
             trained_words: 0.0,
             trained_secs: 0.0,
             rng: Rng::new(cfg.seed),
-            settled: [("threads".to_string(), set.workers.into())].into(),
+            settled: Default::default(),
         })
     }
 
