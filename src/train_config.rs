@@ -274,11 +274,18 @@ fn range<T: PartialOrd + fmt::Display>(
 }
 
 /// Optimiser steps the conditioned composer's network takes on the fixed codes by default (at
-/// least 20 epochs). GloVe's 20k head at K=256 D=8 (lsq 1.3892, `--refine-rounds 0`, h = 256,
+/// least [`STEP_EPOCHS_LEAST`] epochs). GloVe's 20k head at K=256 D=8 (lsq 1.3892, `--refine-rounds 0`, h = 256,
 /// `--lr 3e-3`): 60 epochs (2,340 steps) 1.2727, 150 epochs 1.2537; h = 64 at 1e-3: 20 epochs
 /// 1.3768, 60 1.3667. All 400,000 GloVe words (h = 208): 4 epochs (3,128 steps) 2.5756 -> 2.5366,
 /// each still gaining 0.4%.
 pub const STEP_UPDATES: usize = 3000;
+/// Fewest epochs of the conditioned composer's network on the fixed codes by default. On large
+/// inputs, where [`STEP_UPDATES`] steps are a few epochs, the gain comes as the learning rate
+/// cools, so more epochs buy little for their time: all 400,000 GloVe words at K=256 D=20
+/// (`--composer conditioned --threads 2`, defaults otherwise), 20 epochs (12 s each): network
+/// 0.2195 -> 0.2152, after the two search rounds 0.2137 / nn@10 0.7840, the stage 599 s of the
+/// run's 1151; 8 epochs: 0.2153, then 0.2141 / 0.7838, 386 s of about 930.
+pub const STEP_EPOCHS_LEAST: usize = 8;
 /// Most weight of the conditioned composer's network, as a share of its codes and tables.
 pub const STEP_WEIGHT_SHARE: f64 = 0.2;
 /// Most multiply-adds a word's conditioned decode may cost by default: about 10 µs a word on
@@ -601,13 +608,13 @@ impl TrainConfig {
     }
 
     /// Epochs of the conditioned composer's network on the fixed codes of `n_train` words:
-    /// `step_epochs`, or enough for about [`STEP_UPDATES`] optimiser steps, within 20..=100
-    /// (GloVe's 20k head: 79 epochs; all 400,000 words: 20).
+    /// `step_epochs`, or enough for about [`STEP_UPDATES`] optimiser steps, within
+    /// [`STEP_EPOCHS_LEAST`]..=100 (GloVe's 20k head: 79 epochs; all 400,000 words: 8).
     pub fn step_epochs_for(&self, n_train: usize) -> usize {
         self.step_epochs.unwrap_or_else(|| {
             (STEP_UPDATES * self.batch_size)
                 .div_ceil(n_train.max(1))
-                .clamp(20, 100)
+                .clamp(STEP_EPOCHS_LEAST, 100)
         })
     }
 
@@ -866,7 +873,8 @@ mod tests {
     fn step_epochs_take_about_the_same_steps_at_every_size_unless_given() {
         let c = TrainConfig::default();
         assert_eq!(c.step_epochs_for(19_600), 79);
-        assert_eq!(c.step_epochs_for(392_000), 20);
+        assert_eq!(c.step_epochs_for(392_000), 8);
+        assert_eq!(c.step_epochs_for(76_800), 20);
         assert_eq!(c.step_epochs_for(1_800), 100);
         let given = TrainConfig {
             step_epochs: Some(0),

@@ -154,7 +154,7 @@ pub struct CompressArgs {
     #[arg(long = "lr", default_value_t = 1e-3, value_name = "RATE")]
     pub learning_rate: f64,
     /// Most epochs of gradient training [default: 20; the conditioned composer's network: enough
-    /// for about 3,000 steps, within 20..=100].
+    /// for about 3,000 steps, within 8..=100].
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
     /// Epochs without a better held-out error before stopping.
