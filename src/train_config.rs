@@ -129,7 +129,7 @@ pub struct TrainConfig {
     /// best partial encodings of each sampled word leave unexplained.
     pub train_beam: usize,
     /// Most rounds of least-squares table fitting and re-encoding; `None`:
-    /// [`TrainConfig::lsq_rounds_for`] K.
+    /// [`TrainConfig::lsq_rounds_for`] the input's size, D and K.
     pub lsq_rounds: Option<usize>,
     /// Perturbation trials per word when the lsq stage re-encodes (LSQ++'s iterated local
     /// search); 0: ICM alone; `None`: [`TrainConfig::lsq_trials_for`] D.
@@ -305,8 +305,15 @@ pub const ANNEAL_WORK: usize = 1 << 30;
 /// 3.2703 / 0.2577 (the rq stage: 3.4239).
 pub const ANNEAL_LEAST_CODES: usize = 256;
 
-/// Most lsq rounds at K of at least [`ANNEAL_LEAST_CODES`], unless `--lsq-rounds` says.
+/// Fewest lsq rounds at K of at least [`ANNEAL_LEAST_CODES`], unless `--lsq-rounds` says.
 pub const LSQ_ROUNDS: usize = 25;
+/// Most lsq rounds by default: small inputs, whose rounds are cheap, anneal for longer (see
+/// [`TrainConfig::lsq_rounds_for`]).
+pub const LSQ_MOST_ROUNDS: usize = 100;
+/// Work, words × D × max(K, 256), that all the default lsq rounds together may cover: a quarter
+/// of [`LSQ_ROUNDS`] rounds at [`ANNEAL_WORK`], so inputs near the annealing's limit keep their
+/// 25 rounds (all 400,000 GloVe words at K=256 D=8: a third of it per round).
+pub const LSQ_ROUNDS_WORK: usize = LSQ_ROUNDS * (ANNEAL_WORK / 4);
 
 /// Width of the lsq rounds' beam search, unless `--lsq-beam` says.
 pub const LSQ_BEAM: usize = 16;
@@ -677,18 +684,27 @@ impl TrainConfig {
         })
     }
 
-    /// Most lsq rounds at K = `num_codes`: `--lsq-rounds`, or [`LSQ_ROUNDS`] (faiss's
-    /// LocalSearchQuantizer trains for 25), twice as many below [`ANNEAL_LEAST_CODES`] codes,
-    /// whose rounds cost a fraction as much and whose annealing starts louder against the rq
-    /// codes: the mpnet table at K=32 D=12, 25 rounds 4.0917 / nn@10 0.2948 (the lsq stage 40 s
-    /// on 2 cores), 50 rounds 4.0606 / 0.3053 (79 s).
-    pub fn lsq_rounds_for(&self, num_codes: usize) -> usize {
-        self.lsq_rounds
-            .unwrap_or(if num_codes >= ANNEAL_LEAST_CODES {
+    /// Most lsq rounds for `n` words at D = `num_codebooks`, K = `num_codes`: `--lsq-rounds`, or
+    /// as many as keep words × D × max(K, 256) × rounds within [`LSQ_ROUNDS_WORK`], at most
+    /// [`LSQ_MOST_ROUNDS`] and at least [`LSQ_ROUNDS`] (faiss's LocalSearchQuantizer trains for
+    /// 25), twice that below [`ANNEAL_LEAST_CODES`] codes, whose rounds cost a fraction as much
+    /// and whose annealing starts louder against the rq codes. Annealing cools more slowly over
+    /// more rounds and ends lower: the error falls about evenly while the noise cools, most in
+    /// the last rounds (`--threads 1`): GloVe's 20k head at K=256 D=8, 25 rounds 1.3860 / nn@10
+    /// 0.6668, 50 1.3484 / 0.6638, 100 1.3184 / 0.6743 (ended at the 83rd); the mpnet table at
+    /// K=256 D=8, 25 rounds 3.2603 / 0.3911, 50 3.2254 / 0.3974, 100 3.1903 / 0.4131; at K=32
+    /// D=12, 25 rounds 4.0917 / 0.2948 (the lsq stage 40 s on 2 cores), 50 4.0603 / 0.3117, 100
+    /// 4.0335 / 0.3187.
+    pub fn lsq_rounds_for(&self, n: usize, num_codebooks: usize, num_codes: usize) -> usize {
+        self.lsq_rounds.unwrap_or_else(|| {
+            let least = if num_codes >= ANNEAL_LEAST_CODES {
                 LSQ_ROUNDS
             } else {
                 2 * LSQ_ROUNDS
-            })
+            };
+            let round = n.max(1) * num_codebooks.max(1) * num_codes.max(ANNEAL_LEAST_CODES);
+            (LSQ_ROUNDS_WORK / round).clamp(least, LSQ_MOST_ROUNDS)
+        })
     }
 
     /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`].
@@ -884,18 +900,36 @@ mod tests {
     }
 
     #[test]
-    fn lsq_rounds_double_below_256_codes_unless_given() {
+    fn lsq_rounds_grow_on_small_inputs_and_double_below_256_codes_unless_given() {
         let auto = TrainConfig::default();
-        assert_eq!(auto.lsq_rounds_for(256), LSQ_ROUNDS);
-        assert_eq!(auto.lsq_rounds_for(1024), LSQ_ROUNDS);
-        assert_eq!(auto.lsq_rounds_for(32), 2 * LSQ_ROUNDS);
-        assert_eq!(auto.lsq_rounds_for(255), 2 * LSQ_ROUNDS);
+        // All 400,000 GloVe words keep faiss's 25 rounds at K = 256; small tables get the most.
+        assert_eq!(auto.lsq_rounds_for(400_000, 8, 256), LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(400_000, 20, 1024), LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(21_745, 8, 256), LSQ_MOST_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(20_000, 20, 256), 65);
+        assert_eq!(auto.lsq_rounds_for(20_000, 32, 256), 40);
+        // Below K = 256 at least twice as many.
+        assert_eq!(auto.lsq_rounds_for(400_000, 12, 32), 2 * LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(20_000, 32, 32), 2 * LSQ_ROUNDS);
+        assert_eq!(auto.lsq_rounds_for(21_745, 12, 255), LSQ_MOST_ROUNDS);
+        for n in [1, 100, 5_000, 50_000, 400_000, 4_000_000] {
+            for (d, k) in [(8, 256), (32, 32), (64, 4096)] {
+                let r = auto.lsq_rounds_for(n, d, k);
+                assert!(
+                    (LSQ_ROUNDS..=LSQ_MOST_ROUNDS).contains(&r),
+                    "{n} {d} {k}: {r}"
+                );
+            }
+        }
         let given = TrainConfig {
             lsq_rounds: Some(7),
             ..TrainConfig::default()
         };
         assert_eq!(
-            (given.lsq_rounds_for(32), given.lsq_rounds_for(256)),
+            (
+                given.lsq_rounds_for(20_000, 8, 32),
+                given.lsq_rounds_for(10, 8, 256)
+            ),
             (7, 7)
         );
     }

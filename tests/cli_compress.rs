@@ -93,13 +93,13 @@ fn compresses_the_fixture_with_defaults_and_reports() {
     );
     assert_eq!(kdz.metadata().training["storage"]["dtype"], dtype);
     // Beside the options as given (defaults unset), the values the run used for them: 2^30
-    // words × D × max(K, 256) annealed at most, 50 rounds below K = 256, 8 perturbation
-    // trials at D = 8, a beam of 16.
+    // words × D × max(K, 256) annealed at most, 100 rounds on so few words (the most), 8
+    // perturbation trials at D = 8, a beam of 16.
     let training = &kdz.metadata().training;
     assert!(training["lsq_sample"].is_null(), "{training}");
     let settled = &training["settled"];
     assert_eq!(settled["lsq_sample"], (1u64 << 30) / (8 * 256), "{settled}");
-    assert_eq!(settled["lsq_rounds"], 50, "{settled}");
+    assert_eq!(settled["lsq_rounds"], 100, "{settled}");
     assert_eq!(settled["lsq_trials"], 8, "{settled}");
     assert_eq!(settled["lsq_beam"], 16, "{settled}");
     assert_eq!(settled["threads"], 2, "{settled}");

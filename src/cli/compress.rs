@@ -110,8 +110,9 @@ pub struct CompressArgs {
     /// times the points.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub train_beam: usize,
-    /// Most rounds of least-squares fitting and re-encoding [default: 25 (faiss's
-    /// LocalSearchQuantizer trains for 25) at K >= 256, 50 at smaller K, whose rounds cost less]
+    /// Most rounds of least-squares fitting and re-encoding [default: as many as keep words × D ×
+    /// max(K, 256) × rounds within 25·2^28, from 25 (faiss's LocalSearchQuantizer trains for 25;
+    /// 50 below K = 256, whose rounds cost less) to 100: small inputs anneal longer, and lower]
     #[arg(long, value_name = "N")]
     pub lsq_rounds: Option<usize>,
     /// Perturbation trials per word in each lsq re-encoding (the iterated local search of LSQ++,

@@ -469,7 +469,8 @@ pub(super) fn stage_lsq(
     // rounds, with the perturbation trials, over every word.
     let most = cfg.lsq_anneal_words(set.num_codebooks as usize, set.k as usize);
     let too_many = set.n as usize > most;
-    let most_rounds = cfg.lsq_rounds_for(set.k as usize);
+    let most_rounds =
+        cfg.lsq_rounds_for(set.n as usize, set.num_codebooks as usize, set.k as usize);
     let anneal = (cfg.lsq_anneal > 0.0 && most_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
     if too_many && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
