@@ -274,10 +274,10 @@ fn range<T: PartialOrd + fmt::Display>(
 }
 
 /// Optimiser steps the conditioned composer's network takes on the fixed codes by default (at
-/// least [`STEP_EPOCHS_LEAST`] epochs). GloVe's 20k head at K=256 D=8 (lsq 1.3892, `--refine-rounds 0`, h = 256,
-/// `--lr 3e-3`): 60 epochs (2,340 steps) 1.2727, 150 epochs 1.2537; h = 64 at 1e-3: 20 epochs
-/// 1.3768, 60 1.3667. All 400,000 GloVe words (h = 208): 4 epochs (3,128 steps) 2.5756 -> 2.5366,
-/// each still gaining 0.4%.
+/// least [`STEP_EPOCHS_LEAST`] epochs). GloVe's 20k head at K=256 D=8 (lsq 1.3892,
+/// `--refine-rounds 0`, h = 256, `--lr 3e-3`): 60 epochs (2,340 steps) 1.2727, 150 epochs
+/// 1.2537; h = 64 at 1e-3: 20 epochs 1.3768, 60 1.3667. All 400,000 GloVe words (h = 208): 4
+/// epochs (3,128 steps) 2.5756 -> 2.5366, each still gaining 0.4%.
 pub const STEP_UPDATES: usize = 3000;
 /// Fewest epochs of the conditioned composer's network on the fixed codes by default. On large
 /// inputs, where [`STEP_UPDATES`] steps are a few epochs, the gain comes as the learning rate
@@ -702,7 +702,10 @@ impl TrainConfig {
             } else {
                 2 * LSQ_ROUNDS
             };
-            let round = n.max(1) * num_codebooks.max(1) * num_codes.max(ANNEAL_LEAST_CODES);
+            let round = n
+                .max(1)
+                .saturating_mul(num_codebooks.max(1))
+                .saturating_mul(num_codes.max(ANNEAL_LEAST_CODES));
             (LSQ_ROUNDS_WORK / round).clamp(least, LSQ_MOST_ROUNDS)
         })
     }
@@ -912,7 +915,7 @@ mod tests {
         assert_eq!(auto.lsq_rounds_for(400_000, 12, 32), 2 * LSQ_ROUNDS);
         assert_eq!(auto.lsq_rounds_for(20_000, 32, 32), 2 * LSQ_ROUNDS);
         assert_eq!(auto.lsq_rounds_for(21_745, 12, 255), LSQ_MOST_ROUNDS);
-        for n in [1, 100, 5_000, 50_000, 400_000, 4_000_000] {
+        for n in [1, 100, 5_000, 50_000, 400_000, 4_000_000, usize::MAX] {
             for (d, k) in [(8, 256), (32, 32), (64, 4096)] {
                 let r = auto.lsq_rounds_for(n, d, k);
                 assert!(
