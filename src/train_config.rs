@@ -656,8 +656,7 @@ impl TrainConfig {
     pub fn lsq_ends_linear(&self) -> bool {
         self.method == Method::Kd
             && self.init == Init::Rq
-            && self.refine
-            && self.lsq_rounds != Some(0)
+            && self.runs_lsq()
             && self.composer == ComposerKind::Linear
             && !self.distill
     }
@@ -684,17 +683,23 @@ impl TrainConfig {
         })
     }
 
+    /// Whether the rq start goes on to the lsq stage: refinement on and rounds not set to 0.
+    pub fn runs_lsq(&self) -> bool {
+        self.refine && self.lsq_rounds != Some(0)
+    }
+
     /// Most lsq rounds for `n` words at D = `num_codebooks`, K = `num_codes`: `--lsq-rounds`, or
     /// as many as keep words × D × max(K, 256) × rounds within [`LSQ_ROUNDS_WORK`], at most
     /// [`LSQ_MOST_ROUNDS`] and at least [`LSQ_ROUNDS`] (faiss's LocalSearchQuantizer trains for
     /// 25), twice that below [`ANNEAL_LEAST_CODES`] codes, whose rounds cost a fraction as much
     /// and whose annealing starts louder against the rq codes. Annealing cools more slowly over
     /// more rounds and ends lower: the error falls about evenly while the noise cools, most in
-    /// the last rounds (`--threads 1`): GloVe's 20k head at K=256 D=8, 25 rounds 1.3860 / nn@10
-    /// 0.6668, 50 1.3484 / 0.6638, 100 1.3184 / 0.6743 (ended at the 83rd); the mpnet table at
-    /// K=256 D=8, 25 rounds 3.2603 / 0.3911, 50 3.2254 / 0.3974, 100 3.1903 / 0.4131; at K=32
-    /// D=12, 25 rounds 4.0917 / 0.2948 (the lsq stage 40 s on 2 cores), 50 4.0603 / 0.3117, 100
-    /// 4.0335 / 0.3187.
+    /// the last rounds. GloVe's 20k head at K=256 D=8: 25 rounds 1.3860 / nn@10 0.6668, 50
+    /// 1.3484 / 0.6638, 100 1.3184 / 0.6743 (ended at the 83rd); the mpnet table at K=256 D=8:
+    /// 25 rounds 3.2603 / 0.3911, 50 3.2254 / 0.3974, 100 3.1903 / 0.4131; at K=32 D=12: 25
+    /// rounds 4.0917 / 0.2948 (the lsq stage 40 s on 2 cores), 50 4.0603 / 0.3117, 100 4.0335 /
+    /// 0.3187 (50 and 100 rounds: `--threads 1`, nn@10 on the CLI's sample; 25 rounds: the
+    /// earlier default's runs on 2 threads, the first two on the bench's sample).
     pub fn lsq_rounds_for(&self, n: usize, num_codebooks: usize, num_codes: usize) -> usize {
         self.lsq_rounds.unwrap_or_else(|| {
             let least = if num_codes >= ANNEAL_LEAST_CODES {

@@ -40,7 +40,7 @@ pub(super) fn run(set: &TrainingSet, mut out: Reporter) -> Result<Trained, Train
     let codes = match cfg.init {
         Init::Rq => {
             let (mut tables, mut codes) = tables::stage_rq(set, &mut out)?;
-            if cfg.refine && cfg.lsq_rounds != Some(0) {
+            if cfg.runs_lsq() {
                 (tables, codes) = tables::stage_lsq(set, &mut out, tables, codes)?;
             }
             tables::init_from_tables(&nets.composer, &tables, &mut out.rng);
