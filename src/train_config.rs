@@ -75,6 +75,21 @@ pub enum Init {
     Random,
 }
 
+/// How much each word's squared error counts when the lsq stage fits its tables and judges its
+/// rounds (`--word-weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WordWeight {
+    /// Every word alike: the tables minimise the mean squared error.
+    Uniform,
+    /// Each word's squared error divided by its squared length (normalised to average 1; a
+    /// vector shorter than a fifth of the root mean square length counts as that long): the
+    /// tables fit short vectors' directions as closely as long ones', which is what cosine
+    /// neighbours and similarities read.
+    #[default]
+    Relative,
+}
+
 /// How the softmax temperature changes over the epochs (`--tau-schedule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +160,8 @@ pub struct TrainConfig {
     /// trials), since annealing needs every round over every word; `None`: as many as
     /// [`TrainConfig::lsq_anneal_words`] allows at the run's D and K.
     pub lsq_sample: Option<usize>,
+    /// How much each word's error counts in the lsq stage's table fits and rounds.
+    pub word_weight: WordWeight,
     /// Most rounds of re-encoding through the trained composer.
     pub refine_rounds: usize,
     /// Words per optimiser step.
@@ -209,6 +226,7 @@ impl Default for TrainConfig {
             lsq_beam: None,
             lsq_anneal: 0.5,
             lsq_sample: None,
+            word_weight: WordWeight::Relative,
             refine_rounds: 2,
             batch_size: 512,
             learning_rate: 1e-3,

@@ -20,7 +20,7 @@ use kdcompress::precision::{MAX_F16_MSE_INCREASE, Precision, StorageChoice};
 use kdcompress::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
 #[cfg(feature = "train")]
 use kdcompress::train;
-use kdcompress::train_config::{Init, TauSchedule};
+use kdcompress::train_config::{Init, TauSchedule, WordWeight};
 #[cfg(feature = "train")]
 use kdcompress::train_config::{TrainConfig, ValidConfig};
 
@@ -145,6 +145,14 @@ pub struct CompressArgs {
     /// cores).
     #[arg(long, value_name = "N")]
     pub lsq_sample: Option<usize>,
+    /// How much each word's squared error counts when the lsq stage fits its tables and judges
+    /// its rounds. relative: divided by the word's squared length (normalised to average 1),
+    /// so short vectors' directions are fit as closely as long ones' — what cosine neighbours
+    /// and similarities read — at a little mean squared error (all 400,000 GloVe words at
+    /// K=256 D=32: MSE +1.6%, nn@10 +0.0025); on vectors of about equal length the two agree.
+    /// uniform: the mean squared error alone.
+    #[arg(long, value_enum, default_value_t = WordWeight::Relative, value_name = "HOW")]
+    pub word_weight: WordWeight,
     /// Most rounds of re-encoding through the trained composer.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub refine_rounds: usize,
@@ -245,6 +253,7 @@ fn config(args: &CompressArgs) -> anyhow::Result<ValidConfig> {
         lsq_beam: args.lsq_beam,
         lsq_anneal: args.lsq_anneal,
         lsq_sample: args.lsq_sample,
+        word_weight: args.word_weight,
         refine_rounds: args.refine_rounds,
         batch_size: args.batch_size,
         learning_rate: args.learning_rate,

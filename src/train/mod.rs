@@ -59,6 +59,7 @@ use self::training_set::TrainingSet;
 pub use crate::method::Method;
 pub use crate::train_config::{
     ConfigError, DeviceChoice, Init, ParseDeviceError, TauSchedule, TrainConfig, ValidConfig,
+    WordWeight,
 };
 
 use crate::codes::{Codes, CodesError};

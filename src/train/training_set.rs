@@ -10,7 +10,7 @@ use super::outcome::torch_err;
 use super::parallel::{chunks, par_chunks};
 use super::quantize::{additive_decode, chunk_rows};
 use super::reporter::Reporter;
-use super::{TrainConfig, TrainError, allocator};
+use super::{TrainConfig, TrainError, WordWeight, allocator};
 use crate::embeddings::Embeddings;
 use crate::eval::{self, NeighbourReference, Scores};
 use crate::progress::{Criterion, EpochRecord, Tick};
@@ -43,6 +43,9 @@ pub(crate) struct TrainingSet<'a> {
     pub train_rows: Tensor,
     pub val_rows: Tensor,
     pub train_mask: Tensor,
+    /// `[N]` weight of each word's squared error in the lsq stage's fits and rounds
+    /// (`--word-weight`), averaging 1 over all words; `None`: all 1.
+    pub weights: Option<Tensor>,
     pub start: Instant,
     /// Seconds kept back from `--time-limit` for what every run ends with after its last round:
     /// set from the measured cost of a scoring pass ([`TrainingSet::note_scoring`]).
@@ -111,8 +114,13 @@ impl<'a> TrainingSet<'a> {
             train_rows: Tensor::new(),
             val_rows: Tensor::new(),
             train_mask: Tensor::from_slice(&mask).to_device(device),
+            weights: None,
             start,
             tail: std::cell::Cell::new(0.0),
+        };
+        set.weights = match cfg.word_weight {
+            WordWeight::Uniform => None,
+            WordWeight::Relative => Some(relative_weights(&set.x)),
         };
         set.train_rows = set.rows_tensor(&train);
         set.val_rows = set.rows_tensor(&val);
@@ -306,6 +314,25 @@ impl<'a> TrainingSet<'a> {
 
     /// Mean squared error per word over `rows` (all words if `None`).
     pub fn mse_of(&self, codes: &Tensor, rows: Option<&Tensor>, decoder: &Decoder) -> f64 {
+        self.error_of(codes, rows, None, decoder)
+    }
+
+    /// The error the lsq stage lowers: each word's squared error times its weight
+    /// ([`TrainingSet::weights`]), averaged over all words; the mean squared error when
+    /// unweighted.
+    pub fn fit_error(&self, codes: &Tensor, decoder: &Decoder) -> f64 {
+        self.error_of(codes, None, self.weights.as_ref(), decoder)
+    }
+
+    /// Mean squared error per word over `rows` (all words if `None`), each word's times its
+    /// weight in `weights` (`[N]`) when given.
+    fn error_of(
+        &self,
+        codes: &Tensor,
+        rows: Option<&Tensor>,
+        weights: Option<&Tensor>,
+        decoder: &Decoder,
+    ) -> f64 {
         let count = rows.map_or(self.n, |r| r.size()[0]);
         let parts = chunks(count, chunk_rows(decoder.memory_per_row()));
         let states: Vec<_> = (0..self.workers.min(parts.len()))
@@ -314,6 +341,7 @@ impl<'a> TrainingSet<'a> {
                     self.x.shallow_clone(),
                     codes.shallow_clone(),
                     rows.map(Tensor::shallow_clone),
+                    weights.map(Tensor::shallow_clone),
                     decoder.fork(),
                 )
             })
@@ -321,23 +349,50 @@ impl<'a> TrainingSet<'a> {
         let (_, sums) = par_chunks(
             states,
             &parts,
-            |(x, c, r, dec), s, len| {
-                let (c, x) = match r {
+            |(x, c, r, w, dec), s, len| {
+                let (c, x, w) = match r {
                     Some(r) => {
                         let r = r.narrow(0, s, len);
-                        (c.index_select(0, &r), x.index_select(0, &r))
+                        let w = w.as_ref().map(|w| w.index_select(0, &r));
+                        (c.index_select(0, &r), x.index_select(0, &r), w)
                     }
-                    None => (c.narrow(0, s, len), x.narrow(0, s, len)),
+                    None => (
+                        c.narrow(0, s, len),
+                        x.narrow(0, s, len),
+                        w.as_ref().map(|w| w.narrow(0, s, len)),
+                    ),
                 };
-                (dec.decode(&c) - x)
-                    .square()
-                    .sum(Kind::Double)
-                    .double_value(&[])
+                let sq = (dec.decode(&c) - x).square();
+                match w {
+                    Some(w) => sq.sum_dim_intlist(1, false, Kind::Double) * w.to_kind(Kind::Double),
+                    None => sq,
+                }
+                .sum(Kind::Double)
+                .double_value(&[])
             },
             |_| {},
         );
         sums.iter().sum::<f64>() / count.max(1) as f64
     }
+}
+
+/// Least length of a vector, against the root mean square length, that `--word-weight
+/// relative` divides by: a near-zero vector would otherwise outweigh thousands of others (all
+/// 400,000 GloVe words: the shortest is 0.010 of the root mean square length, the 1% quantile
+/// 0.66, and 24 words are under 0.2; the mpnet table's shortest is 0.35).
+const RELATIVE_LEAST_LENGTH: f64 = 0.2;
+
+/// `[N]` weights `1 / max(|x|², (0.2 · rms length)²)`, scaled to average 1.
+fn relative_weights(x: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let sq = x.square().sum_dim_intlist(1, false, Kind::Double);
+        let floor = sq.mean(Kind::Double).double_value(&[])
+            * RELATIVE_LEAST_LENGTH
+            * RELATIVE_LEAST_LENGTH;
+        let w = sq.clamp_min(floor.max(f64::MIN_POSITIVE)).reciprocal();
+        let mean = w.mean(Kind::Double);
+        (w / mean).to_kind(Kind::Float)
+    })
 }
 
 /// Whether `deadline` (from [`TrainingSet::deadline`]) has passed: what a search's chunks ask
@@ -468,5 +523,41 @@ mod tests {
         let set = TrainingSet::new(&emb, &unlimited, Device::Cpu, start).unwrap();
         assert!(!set.no_time_for(1e9));
         assert_eq!(set.steps_left(1.0), None);
+    }
+
+    #[test]
+    fn relative_weights_average_one_and_bound_the_shortest_vectors() {
+        // Lengths 1, 2, 4 and 0.01 (squared 1, 4, 16, 1e-4); the mean square, 5.25, puts the
+        // floor at 0.04 · 5.25 = 0.21.
+        let x = Tensor::from_slice(&[1f32, 0.0, 0.0, 2.0, 4.0, 0.0, 0.0, 0.01]).view([4, 2]);
+        let w = Vec::<f32>::try_from(relative_weights(&x)).unwrap();
+        let raw = [1.0, 0.25, 0.0625, 1.0 / 0.21];
+        let mean = raw.iter().sum::<f64>() / 4.0;
+        for (got, want) in w.iter().zip(raw) {
+            assert!((f64::from(*got) - want / mean).abs() < 1e-5, "{w:?}");
+        }
+        let emb = glove(200);
+        let now = Instant::now();
+        let codes = Tensor::zeros([200, 8], (Kind::Int64, Device::Cpu));
+        let tables = Tensor::zeros([8, 16, 50], (Kind::Float, Device::Cpu));
+        let decoder = Decoder::Additive(tables);
+        let uniform = TrainConfig {
+            word_weight: WordWeight::Uniform,
+            ..config(ComposerKind::Linear, None)
+        };
+        let set = TrainingSet::new(&emb, &uniform, Device::Cpu, now).unwrap();
+        assert!(set.weights.is_none());
+        let mse = set.mse_of(&codes, None, &decoder);
+        assert_eq!(set.fit_error(&codes, &decoder), mse);
+        // Decoding every word as zero, each word's error is its squared length, weighted.
+        let relative = config(ComposerKind::Linear, None);
+        let set = TrainingSet::new(&emb, &relative, Device::Cpu, now).unwrap();
+        let w = set.weights.as_ref().unwrap();
+        assert!((w.mean(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
+        let lengths = set.x.square().sum_dim_intlist(1, false, Kind::Double);
+        let expected = (lengths * w.to_kind(Kind::Double)).mean(Kind::Double);
+        let got = set.fit_error(&codes, &decoder);
+        assert!((got - expected.double_value(&[])).abs() < 1e-9 * got, "{got}");
+        assert!((got - mse).abs() > 1e-3 * mse, "the weights changed nothing");
     }
 }

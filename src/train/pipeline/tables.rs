@@ -157,7 +157,15 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
             tolerance: CG_TOLERANCE,
             workers: set.workers,
         };
-        tch::no_grad(|| solver.fit(&set.x, codes, Some(&set.train_mask), old))
+        tch::no_grad(|| {
+            solver.fit(
+                &set.x,
+                codes,
+                Some(&set.train_mask),
+                set.weights.as_ref(),
+                old,
+            )
+        })
     };
     // Conjugate gradients run on the CPU (see `cg`); on an accelerator the dense solve stays
     // where the data is, up to its memory limit.
@@ -176,6 +184,7 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
                 set.x.shallow_clone(),
                 codes.shallow_clone(),
                 set.train_mask.shallow_clone(),
+                set.weights.as_ref().map(Tensor::shallow_clone),
                 NormalEquations::new(num_codebooks, k, d, set.device),
             )
         })
@@ -183,14 +192,18 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
     let (states, _) = par_chunks(
         states,
         &parts,
-        |(x, c, m, normal), s, len| {
+        |(x, c, m, w, normal), s, len| {
             let (xc, cc) = chunk(x, c, Some(m), s, len);
-            normal.add(&xc, &cc);
+            let wc = w.as_ref().map(|w| {
+                let keep = m.narrow(0, s, len).nonzero().squeeze_dim(1);
+                w.narrow(0, s, len).index_select(0, &keep)
+            });
+            normal.add(&xc, &cc, wc.as_ref());
         },
         |_| {},
     );
     tch::no_grad(|| {
-        let mut iter = states.into_iter().map(|(_, _, _, n)| n);
+        let mut iter = states.into_iter().map(|(_, _, _, _, n)| n);
         let mut total = iter.next().expect("at least one worker");
         for other in iter {
             total.merge(&other);
@@ -285,7 +298,7 @@ fn rounds(
     rounds: usize,
     anneal: Option<f64>,
 ) -> (Tensor, Tensor) {
-    let mut best = set.mse_of(&codes, None, &Decoder::Additive(tables.shallow_clone()));
+    let mut best = set.fit_error(&codes, &Decoder::Additive(tables.shallow_clone()));
     let (mut best_tables, mut best_codes) = (tables.shallow_clone(), codes.shallow_clone());
     // The exponent and the error's spread per dimension (louder on wide vectors), when annealing.
     let noise = anneal.map(|p| {
@@ -376,7 +389,7 @@ fn rounds(
             };
         }
         let decoder = Decoder::Additive(new_tables.shallow_clone());
-        let all = set.mse_of(&new_codes, None, &decoder);
+        let all = set.fit_error(&new_codes, &decoder);
         let improved = all < best;
         let val_mse = set.val_mse(&new_codes, &decoder);
         out.progress

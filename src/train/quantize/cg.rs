@@ -23,10 +23,12 @@ struct Design {
     rows_of: Vec<u32>,
     books: usize,
     width: usize,
+    /// `[rows]` weight of each row's squared error; `None`: all 1.
+    weights: Option<Vec<f32>>,
 }
 
 impl Design {
-    fn new(slots: Vec<u32>, books: usize, width: usize) -> Self {
+    fn new(slots: Vec<u32>, books: usize, width: usize, weights: Option<Vec<f32>>) -> Self {
         let mut starts = vec![0usize; width + 1];
         for &s in &slots {
             starts[s as usize + 1] += 1;
@@ -48,6 +50,7 @@ impl Design {
             rows_of,
             books,
             width,
+            weights,
         }
     }
 
@@ -55,11 +58,17 @@ impl Design {
         self.slots.len() / self.books
     }
 
-    fn count(&self, slot: usize) -> usize {
-        self.starts[slot + 1] - self.starts[slot]
+    /// The summed weight of the rows that use `slot` (their count when unweighted): the
+    /// diagonal of `AᵀWA`.
+    fn mass(&self, slot: usize) -> f32 {
+        let rows = &self.rows_of[self.starts[slot]..self.starts[slot + 1]];
+        match &self.weights {
+            Some(w) => rows.iter().map(|&r| w[r as usize]).sum(),
+            None => rows.len() as f32,
+        }
     }
 
-    /// `out[slot] = Σ_{rows r of slot} v[r] + lambda · p[slot]` for every slot, where
+    /// `out[slot] = Σ_{rows r of slot} w[r] v[r] + lambda · p[slot]` for every slot, where
     /// `v = A p` is each row's decode through `p` (`[DK · d]`); `v` is scratch of `[rows · d]`.
     fn apply(
         &self,
@@ -79,6 +88,10 @@ impl Design {
                     for (a, &b) in vr.iter_mut().zip(e) {
                         *a += b;
                     }
+                }
+                if let Some(w) = &self.weights {
+                    let w = w[first + r];
+                    vr.iter_mut().for_each(|a| *a *= w);
                 }
             }
         });
@@ -174,10 +187,18 @@ pub struct CgFit {
 
 impl CgFit {
     /// Least-squares tables `[D, K, d]` for rows `x` `[N, d]` with codes `[N, D]`, counting only
-    /// the rows where `rows` (a Bool mask) is true: preconditioned conjugate gradients on
-    /// `(AᵀA + λI) T = AᵀX` from `old`, `λ = ridge · rows / K`. A code no selected row uses tends
-    /// to the zero vector, as in the dense solve.
-    pub fn fit(&self, x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, old: &Tensor) -> Tensor {
+    /// the rows where `rows` (a Bool mask) is true, each row's squared error times its weight
+    /// (`weights` `[N]`, all 1 when `None`): preconditioned conjugate gradients on
+    /// `(AᵀWA + λI) T = AᵀWX` from `old`, `λ = ridge · rows / K`. A code no selected row uses
+    /// tends to the zero vector, as in the dense solve.
+    pub fn fit(
+        &self,
+        x: &Tensor,
+        codes: &Tensor,
+        rows: Option<&Tensor>,
+        weights: Option<&Tensor>,
+        old: &Tensor,
+    ) -> Tensor {
         let CgFit {
             ridge,
             iterations,
@@ -187,12 +208,20 @@ impl CgFit {
         let s = old.size();
         let (books, k, d) = (s[0] as usize, s[1] as usize, s[2] as usize);
         let width = books * k;
-        let (x, codes) = match rows {
+        let (x, codes, weights) = match rows {
             Some(m) => {
                 let keep = m.nonzero().squeeze_dim(1);
-                (x.index_select(0, &keep), codes.index_select(0, &keep))
+                (
+                    x.index_select(0, &keep),
+                    codes.index_select(0, &keep),
+                    weights.map(|w| w.index_select(0, &keep)),
+                )
             }
-            None => (x.shallow_clone(), codes.shallow_clone()),
+            None => (
+                x.shallow_clone(),
+                codes.shallow_clone(),
+                weights.map(Tensor::shallow_clone),
+            ),
         };
         let n = x.size()[0] as usize;
         let flat =
@@ -208,15 +237,22 @@ impl CgFit {
             .into_iter()
             .map(|s| s as u32)
             .collect();
-        let design = Design::new(slots, books, width);
-        let xs = Vec::<f32>::try_from(flat(x, Kind::Float)).expect("float rows");
+        let weights =
+            weights.map(|w| Vec::<f32>::try_from(flat(w, Kind::Float)).expect("float weights"));
+        let design = Design::new(slots, books, width, weights);
+        let mut xs = Vec::<f32>::try_from(flat(x, Kind::Float)).expect("float rows");
+        if let Some(w) = &design.weights {
+            for (row, &wr) in xs.chunks_exact_mut(d).zip(w) {
+                row.iter_mut().for_each(|a| *a *= wr);
+            }
+        }
         // The right-hand side AᵀX, slot by slot in row order.
         let mut rhs = vec![0f32; width * d];
         design.sum_rows(&xs, None, &mut rhs, d, workers);
         drop(xs);
         let lambda = (ridge * (n as f64 / k as f64).max(1.0)) as f32;
         let inv_diag: Vec<f32> = (0..width)
-            .map(|j| 1.0 / (design.count(j) as f32 + lambda.max(f32::MIN_POSITIVE)))
+            .map(|j| 1.0 / (design.mass(j) + lambda.max(f32::MIN_POSITIVE)))
             .collect();
         let mut t =
             Vec::<f32>::try_from(flat(old.shallow_clone(), Kind::Float)).expect("float tables");
@@ -275,7 +311,7 @@ impl CgFit {
 mod tests {
     use super::*;
     use crate::train::quantize::additive::additive_decode;
-    use crate::train::quantize::lsq::{fit_blockwise, fit_tables};
+    use crate::train::quantize::lsq::{NormalEquations, fit_blockwise, fit_tables};
     use crate::train::rng::Rng;
 
     fn err(x: &Tensor, t: &Tensor, c: &Tensor) -> f64 {
@@ -310,8 +346,8 @@ mod tests {
         let keep = mask.nonzero().squeeze_dim(1);
         let (xs, cs) = (x.index_select(0, &keep), codes.index_select(0, &keep));
         let best = err(&xs, &dense, &cs);
-        let one = cg(200, 1e-6, 1).fit(&x, &codes, Some(&mask), &start);
-        let three = cg(200, 1e-6, 3).fit(&x, &codes, Some(&mask), &start);
+        let one = cg(200, 1e-6, 1).fit(&x, &codes, Some(&mask), None, &start);
+        let three = cg(200, 1e-6, 3).fit(&x, &codes, Some(&mask), None, &start);
         assert!(one.equal(&three), "the workers changed the result");
         let got = err(&xs, &one, &cs);
         assert!(got <= best * (1.0 + 1e-4), "{got} against the dense {best}");
@@ -320,10 +356,51 @@ mod tests {
         // A few steps from the start already beat a sweep of table-by-table fits.
         let few = err(
             &xs,
-            &cg(8, 0.0, 2).fit(&x, &codes, Some(&mask), &start),
+            &cg(8, 0.0, 2).fit(&x, &codes, Some(&mask), None, &start),
             &cs,
         );
         let blockwise = err(&xs, &fit_blockwise(&x, &codes, Some(&mask), &start), &cs);
         assert!(few < blockwise, "{few} against blockwise {blockwise}");
+    }
+
+    #[test]
+    fn a_weight_of_two_counts_a_row_twice_in_both_solves() {
+        let mut rng = Rng::new(5);
+        let (n, books, k, d) = (1500, 3, 8, 5);
+        let codes = rng.integers(k as usize, &[n, books]);
+        let truth = rng.normal_of(&[books, k, d], 1.0);
+        let x = additive_decode(&truth, &codes) + rng.normal_of(&[n, d], 0.7);
+        // Rows 0..500 weigh 2, the rest 1: the same fit as rows 0..500 given twice.
+        let weights = Tensor::cat(
+            &[
+                Tensor::full([500], 2.0, (Kind::Float, Device::Cpu)),
+                Tensor::ones([n - 500], (Kind::Float, Device::Cpu)),
+            ],
+            0,
+        );
+        let twice = |t: &Tensor| Tensor::cat(&[t.shallow_clone(), t.narrow(0, 0, 500)], 0);
+        let (x2, codes2) = (twice(&x), twice(&codes));
+        let start = rng.normal_of(&[books, k, d], 0.1);
+        // Tables are compared by what they decode: a constant moved from one table to another
+        // decodes the same, and only the tiny ridge pins it.
+        let gap = |a: &Tensor, b: &Tensor| {
+            (additive_decode(a, &codes) - additive_decode(b, &codes))
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        let doubled = cg(300, 1e-7, 2).fit(&x2, &codes2, None, None, &start);
+        let weighted = cg(300, 1e-7, 2).fit(&x, &codes, None, Some(&weights), &start);
+        let diff = gap(&doubled, &weighted);
+        assert!(diff < 1e-3, "conjugate gradients: {diff}");
+        let mut normal = NormalEquations::new(books, k, d, Device::Cpu);
+        normal.add(&x, &codes.to_kind(Kind::Int64), Some(&weights));
+        let dense = normal.solve(1e-4).expect("a solvable system");
+        let diff = gap(&dense, &weighted);
+        assert!(diff < 1e-3, "dense against conjugate gradients: {diff}");
+        // And the weights matter: the unweighted fit decodes measurably differently.
+        let plain = cg(300, 1e-7, 2).fit(&x, &codes, None, None, &start);
+        let moved = gap(&plain, &weighted);
+        assert!(moved > 1e-2, "the weights changed nothing: {moved}");
     }
 }

@@ -59,7 +59,7 @@ pub fn fit_tables(
         for st in (0..n).step_by(step as usize) {
             let len = step.min(n - st);
             let (xc, cc) = chunk(x, codes, rows, st, len);
-            normal.add(&xc, &cc);
+            normal.add(&xc, &cc, None);
         }
         if let Some(t) = normal.solve(ridge) {
             return t;
@@ -85,8 +85,9 @@ impl NormalEquations {
     pub fn new(num_codebooks: i64, k: i64, d: i64, device: Device) -> Self {
         let dk = num_codebooks * k;
         NormalEquations {
-            // Counts of at most one per row: Int32 holds any vocabulary (rows are u32).
-            gram: Tensor::zeros([dk * dk], (Kind::Int, device)),
+            // Sums of the rows' weights (counts when unweighted: f32 holds them exactly up to
+            // 2^24 rows per pair of codes).
+            gram: Tensor::zeros([dk * dk], (Kind::Float, device)),
             xt: Tensor::zeros([dk, d], (Kind::Float, device)),
             rows: 0,
             shape: (num_codebooks, k, d),
@@ -103,8 +104,9 @@ impl NormalEquations {
         chunk_rows(Self::memory_per_row(num_codebooks))
     }
 
-    /// Adds rows `x` `[B, d]` with codes `[B, D]` (Int64).
-    pub fn add(&mut self, x: &Tensor, codes: &Tensor) {
+    /// Adds rows `x` `[B, d]` with codes `[B, D]` (Int64), each counted with its weight
+    /// (`[B]`; all 1 when `None`).
+    pub fn add(&mut self, x: &Tensor, codes: &Tensor, weights: Option<&Tensor>) {
         let (num_codebooks, k, d) = self.shape;
         let dk = num_codebooks * k;
         let len = x.size()[0];
@@ -112,11 +114,20 @@ impl NormalEquations {
         // Counting pairs of flattened code indices builds AᵀA without the N × DK matrix A.
         let pairs = (idx.unsqueeze(2) * dk + idx.unsqueeze(1)).view(-1);
         // Counted in place (`bincount` would make a fresh D²K² table per chunk only to add it
-        // here); the ones are one value seen through a zero stride.
-        let ones = Tensor::ones([1], (Kind::Int, x.device())).expand([pairs.size()[0]], false);
-        let _ = self.gram.index_add_(0, &pairs, &ones);
-        drop(pairs);
-        let xs = x
+        // here); unweighted, the ones are one value seen through a zero stride.
+        let per_pair = match weights {
+            Some(w) => w
+                .unsqueeze(1)
+                .expand([len, num_codebooks * num_codebooks], false)
+                .reshape([-1]),
+            None => Tensor::ones([1], (Kind::Float, x.device())).expand([pairs.size()[0]], false),
+        };
+        let _ = self.gram.index_add_(0, &pairs, &per_pair);
+        drop((pairs, per_pair));
+        let weighted = weights.map(|w| x * w.unsqueeze(1));
+        let xs = weighted
+            .as_ref()
+            .unwrap_or(x)
             .unsqueeze(1)
             .expand([len, num_codebooks, d], false)
             .reshape([-1, d]);
