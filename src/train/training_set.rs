@@ -386,9 +386,8 @@ const RELATIVE_LEAST_LENGTH: f64 = 0.2;
 fn relative_weights(x: &Tensor) -> Tensor {
     tch::no_grad(|| {
         let sq = x.square().sum_dim_intlist(1, false, Kind::Double);
-        let floor = sq.mean(Kind::Double).double_value(&[])
-            * RELATIVE_LEAST_LENGTH
-            * RELATIVE_LEAST_LENGTH;
+        let floor =
+            sq.mean(Kind::Double).double_value(&[]) * RELATIVE_LEAST_LENGTH * RELATIVE_LEAST_LENGTH;
         let w = sq.clamp_min(floor.max(f64::MIN_POSITIVE)).reciprocal();
         let mean = w.mean(Kind::Double);
         (w / mean).to_kind(Kind::Float)
@@ -557,7 +556,13 @@ mod tests {
         let lengths = set.x.square().sum_dim_intlist(1, false, Kind::Double);
         let expected = (lengths * w.to_kind(Kind::Double)).mean(Kind::Double);
         let got = set.fit_error(&codes, &decoder);
-        assert!((got - expected.double_value(&[])).abs() < 1e-9 * got, "{got}");
-        assert!((got - mse).abs() > 1e-3 * mse, "the weights changed nothing");
+        assert!(
+            (got - expected.double_value(&[])).abs() < 1e-9 * got,
+            "{got}"
+        );
+        assert!(
+            (got - mse).abs() > 1e-3 * mse,
+            "the weights changed nothing"
+        );
     }
 }
