@@ -76,7 +76,7 @@ pub enum Init {
 }
 
 /// How much each word's squared error counts when the lsq stage fits its tables and judges its
-/// rounds (`--word-weight`).
+/// rounds, and in the conditioned composer's loss and rounds (`--word-weight`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WordWeight {
@@ -160,7 +160,8 @@ pub struct TrainConfig {
     /// trials), since annealing needs every round over every word; `None`: as many as
     /// [`TrainConfig::lsq_anneal_words`] allows at the run's D and K.
     pub lsq_sample: Option<usize>,
-    /// How much each word's error counts in the lsq stage's table fits and rounds.
+    /// How much each word's error counts in the lsq stage's table fits and rounds and in the
+    /// conditioned composer's training.
     pub word_weight: WordWeight,
     /// Most rounds of re-encoding through the trained composer.
     pub refine_rounds: usize,

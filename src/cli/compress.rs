@@ -146,7 +146,8 @@ pub struct CompressArgs {
     #[arg(long, value_name = "N")]
     pub lsq_sample: Option<usize>,
     /// How much each word's squared error counts when the lsq stage fits its tables and judges
-    /// its rounds. relative: divided by the word's squared length (normalised to average 1),
+    /// its rounds, and in the conditioned composer's loss and rounds. relative: divided by the
+    /// word's squared length (normalised to average 1),
     /// so short vectors' directions are fit as closely as long ones' — what cosine neighbours
     /// and similarities read — at some mean squared error (all 400,000 GloVe words at K=256:
     /// D=32 MSE 0.0275 -> 0.0301, nn@10 0.9210 -> 0.9255; D=20 0.2195 -> 0.2289, nn@10 0.7817

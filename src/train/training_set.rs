@@ -43,8 +43,9 @@ pub(crate) struct TrainingSet<'a> {
     pub train_rows: Tensor,
     pub val_rows: Tensor,
     pub train_mask: Tensor,
-    /// `[N]` weight of each word's squared error in the lsq stage's fits and rounds
-    /// (`--word-weight`), averaging 1 over all words; `None`: all 1.
+    /// `[N]` weight of each word's squared error in the lsq stage's fits and rounds and the
+    /// conditioned composer's training (`--word-weight`), averaging 1 over all words; `None`:
+    /// all 1.
     pub weights: Option<Tensor>,
     pub start: Instant,
     /// Seconds kept back from `--time-limit` for what every run ends with after its last round:
@@ -317,7 +318,8 @@ impl<'a> TrainingSet<'a> {
         self.error_of(codes, rows, None, decoder)
     }
 
-    /// The error the lsq stage lowers: each word's squared error times its weight
+    /// The error the lsq stage and the conditioned composer lower: each word's squared error
+    /// times its weight
     /// ([`TrainingSet::weights`]), averaged over all words; the mean squared error when
     /// unweighted.
     pub fn fit_error(&self, codes: &Tensor, decoder: &Decoder) -> f64 {

@@ -11,14 +11,13 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 
-use super::gradient::train_codes_fixed;
+use super::gradient::{train_codes_fixed, weighted_loss};
 use super::{MIN_GAIN, Nets, changed_rows};
 use crate::progress::Criterion;
 use crate::train::TrainError;
 use crate::train::learner::{self, Batch, Learner};
 use crate::train::learner::{Plan, Schedule};
 use crate::train::model::ComposerNet;
-use crate::train::model::reconstruction_loss;
 use crate::train::quantize::rq::trace_back;
 use crate::train::reporter::Reporter;
 use crate::train::rng::Rng;
@@ -116,6 +115,8 @@ struct SearchedCodes<'a> {
     codes: &'a Tensor,
     beam: i64,
     candidates: i64,
+    /// `[N]` weight of each word's squared error in the loss; `None`: all 1.
+    weights: Option<&'a Tensor>,
 }
 
 impl Learner for SearchedCodes<'_> {
@@ -126,11 +127,11 @@ impl Learner for SearchedCodes<'_> {
             self.codes
                 .shallow_clone()
                 .index_copy_(0, batch.rows, &new.to_kind(self.codes.kind()));
-        reconstruction_loss(&self.net.decode(&new), batch.x)
+        weighted_loss(&self.net.decode(&new), batch, self.weights)
     }
 
     fn val_mse(&self, set: &TrainingSet) -> f64 {
-        set.mse_of(self.codes, None, &Decoder::Net(self.net.shallow_clone()))
+        set.fit_error(self.codes, &Decoder::Net(self.net.shallow_clone()))
     }
 
     fn uses_tau(&self) -> bool {
@@ -161,7 +162,8 @@ pub(super) fn stage_conditioned(
     let net = &nets.composer;
     let t0 = Instant::now();
     let decoder = Decoder::Net(net.shallow_clone());
-    let additive = set.mse_of(&codes, None, &decoder);
+    // Judged, and trained, by the lsq stage's error (each word's weighted as --word-weight says).
+    let additive = set.fit_error(&codes, &decoder);
     let epochs = cfg.step_epochs_for(set.train_rows.size()[0] as usize);
     out.settle("step_hidden", net.config().hidden);
     out.settle("step_epochs", epochs);
@@ -199,7 +201,7 @@ pub(super) fn stage_conditioned(
         let _ = net.codebooks.shallow_clone().set_requires_grad(true);
         r?;
     }
-    let mut best = set.mse_of(&codes, None, &decoder);
+    let mut best = set.fit_error(&codes, &decoder);
     out.progress.message(&format!(
         "conditioned: trained on the additive codes, error over all words {additive:.4} -> {best:.4}"
     ));
@@ -220,6 +222,7 @@ pub(super) fn stage_conditioned(
                 codes: &codes,
                 beam,
                 candidates,
+                weights: set.weights.as_ref(),
             };
             let stage = "conditioned search";
             let p = plan(stage, round_epochs, TABLES_LR_SHARE);
@@ -249,7 +252,7 @@ pub(super) fn stage_conditioned(
         });
         let changed = changed_rows(&new_codes, &codes);
         codes.shallow_clone().copy_(&new_codes);
-        let all = set.mse_of(&codes, None, &decoder);
+        let all = set.fit_error(&codes, &decoder);
         out.progress.message(&format!(
             "conditioned round {round}: every word searched (beam {beam}, {candidates} \
              candidates), {changed} took new codes"

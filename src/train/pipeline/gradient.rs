@@ -89,6 +89,19 @@ pub(super) fn stage_end_to_end(
     Ok(codes)
 }
 
+/// The mean over `batch` of each row's squared error of `y`, times the row's weight in `weights`
+/// (`[N]`, by input row) when given: [`reconstruction_loss`] when not.
+pub(super) fn weighted_loss(y: &Tensor, batch: &Batch, weights: Option<&Tensor>) -> Tensor {
+    match weights {
+        Some(w) => ((y - batch.x)
+            .square()
+            .sum_dim_intlist(1, false, None::<Kind>)
+            * w.index_select(0, batch.rows))
+        .mean(None::<Kind>),
+        None => reconstruction_loss(y, batch.x),
+    }
+}
+
 /// Trains the composer (and, when distilling, the encoder) for up to `epochs` epochs with every
 /// word's codes fixed.
 pub(super) fn train_fixed(
@@ -109,8 +122,9 @@ pub(super) fn train_fixed(
     train_codes_fixed(set, out, nets, codes, plan, false)
 }
 
-/// [`train_fixed`] with its plan given; epochs judged by the error over all words when
-/// `judge_all_words`, else over the held-out words.
+/// [`train_fixed`] with its plan given; when `judge_all_words`, trained on and judged by the
+/// lsq stage's error over all words ([`TrainingSet::fit_error`], each word's weighted as
+/// `--word-weight` says), else trained on the squared error and judged over the held-out words.
 pub(super) fn train_codes_fixed(
     set: &TrainingSet,
     out: &mut Reporter,
@@ -125,6 +139,9 @@ pub(super) fn train_codes_fixed(
         codes,
         k: set.k,
         judge_all_words,
+        weights: judge_all_words
+            .then(|| set.weights.as_ref().map(Tensor::shallow_clone))
+            .flatten(),
     };
     learner::fit(set, out, &nets.vs, &learner, plan)
 }
@@ -140,13 +157,15 @@ struct FixedCodes<'a> {
     /// Judge epochs by the error over all words (every word is compressed) instead of the
     /// held-out words.
     judge_all_words: bool,
+    /// `[N]` weight of each word's squared error in the loss; `None`: all 1.
+    weights: Option<Tensor>,
 }
 
 impl Learner for FixedCodes<'_> {
     fn loss(&self, batch: &Batch, tau: f64, _rng: &mut Rng) -> Tensor {
         let (net, xb) = (self.net, batch.x);
         let cb = self.codes.index_select(0, batch.rows).to_kind(Kind::Int64);
-        let mut loss = reconstruction_loss(&net.decode(&cb), xb);
+        let mut loss = weighted_loss(&net.decode(&cb), batch, self.weights.as_ref());
         if let Some(enc) = self.encoder {
             let logits = enc.logits(xb);
             let ce = logits
@@ -161,11 +180,11 @@ impl Learner for FixedCodes<'_> {
 
     fn val_mse(&self, set: &TrainingSet) -> f64 {
         let decoder = Decoder::Net(self.net.shallow_clone());
-        let all_words = || set.mse_of(self.codes, None, &decoder);
         if self.judge_all_words {
-            all_words()
+            set.fit_error(self.codes, &decoder)
         } else {
-            set.val_mse(self.codes, &decoder).unwrap_or_else(all_words)
+            set.val_mse(self.codes, &decoder)
+                .unwrap_or_else(|| set.mse_of(self.codes, None, &decoder))
         }
     }
 
