@@ -237,3 +237,23 @@ impl Learner for EndToEnd<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weighted_loss_weighs_each_row_by_its_input_row() {
+        // Rows 2 and 0 of a four-word input; squared errors 1 and 4.
+        let rows = Tensor::from_slice(&[2i64, 0]);
+        let x = Tensor::from_slice(&[1f32, 0.0, 0.0, 2.0]).view([2, 2]);
+        let y = Tensor::zeros([2, 2], (Kind::Float, tch::Device::Cpu));
+        let batch = Batch { rows: &rows, x: &x };
+        let plain = weighted_loss(&y, &batch, None).double_value(&[]);
+        assert!((plain - 2.5).abs() < 1e-6, "{plain}");
+        // Weights by input row: row 2 weighs 3, row 0 weighs 2, so (3 · 1 + 2 · 4) / 2.
+        let w = Tensor::from_slice(&[2f32, 9.0, 3.0, 9.0]);
+        let weighted = weighted_loss(&y, &batch, Some(&w)).double_value(&[]);
+        assert!((weighted - 5.5).abs() < 1e-6, "{weighted}");
+    }
+}
