@@ -52,6 +52,17 @@ pub enum Criterion {
     /// The error over all words ([`EpochRecord::train_loss`]): search rounds, which re-encode
     /// every word, so that the words being compressed are what counts.
     AllWords,
+    /// The error over all words with each word's squared error weighted as `--word-weight
+    /// relative` says (by its inverse squared length): the lsq stage's rounds and the
+    /// conditioned composer's, when the run weighs words.
+    AllWordsWeighted,
+}
+
+impl Criterion {
+    /// The error over all words, plain or weighted.
+    pub fn over_all_words(self) -> bool {
+        !matches!(self, Criterion::HeldOut)
+    }
 }
 
 /// Quality after a stage, measured on every word with that stage's codes.

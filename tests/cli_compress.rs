@@ -367,33 +367,51 @@ fn help_states_the_overwrite_rule() {
 fn the_lsq_best_mark_names_the_error_that_earned_it() {
     let dir = TempDir::new().unwrap();
     let (input, _) = user_vectors(&dir);
-    let assert = kdcompress(&dir)
-        .arg(&input)
-        .args(["-K", "8", "-D", "4", "--threads", "2", "-o", "o.kdz"])
-        .assert()
-        .success();
-    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    let rounds: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.trim_start().starts_with("lsq "))
-        .collect();
-    assert!(!rounds.is_empty(), "{stderr}");
-    let mut best = f64::INFINITY;
-    for line in rounds {
-        let all: f64 = line
-            .split("mse ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no all-words mse in {line:?}"));
-        // Never a bare "(best)": the mark says by which error.
-        assert!(!line.ends_with("(best)"), "{line}");
-        if line.ends_with("(best all-words mse)") {
-            assert!(all <= best, "{line}: above {best}");
-            best = all;
-        } else {
-            assert!(line.ends_with("(no all-words gain)"), "{line}");
-            assert!(all >= best, "{line}");
+    // By default the rounds are judged by the weighted error; with uniform weights by the mse.
+    for (weight, error, gained, no_gain) in [
+        (
+            "relative",
+            "weighted error ",
+            "(best weighted error)",
+            "(no weighted gain)",
+        ),
+        (
+            "uniform",
+            "mse ",
+            "(best all-words mse)",
+            "(no all-words gain)",
+        ),
+    ] {
+        let assert = kdcompress(&dir)
+            .arg(&input)
+            .args(["-K", "8", "-D", "4", "--threads", "2", "-o"])
+            .arg(format!("{weight}.kdz"))
+            .args(["--word-weight", weight])
+            .assert()
+            .success();
+        let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        let rounds: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("lsq "))
+            .collect();
+        assert!(!rounds.is_empty(), "{stderr}");
+        let mut best = f64::INFINITY;
+        for line in rounds {
+            let all: f64 = line
+                .split(error)
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no all-words {error}in {line:?}"));
+            // Never a bare "(best)": the mark says by which error.
+            assert!(!line.ends_with("(best)"), "{line}");
+            if line.ends_with(gained) {
+                assert!(all <= best, "{line}: above {best}");
+                best = all;
+            } else {
+                assert!(line.ends_with(no_gain), "{line}");
+                assert!(all >= best, "{line}");
+            }
         }
     }
 }

@@ -687,6 +687,18 @@ fn epoch_line(r: &EpochRecord) -> String {
             };
             format!("{head}{all}{}{speed}{best}", val_part(r))
         }
+        Criterion::AllWordsWeighted => {
+            let all = r
+                .train_loss
+                .map(|l| format!("weighted error {l:.4} (all words)  "))
+                .unwrap_or_default();
+            let best = if r.best {
+                "  (best weighted error)"
+            } else {
+                "  (no weighted gain)"
+            };
+            format!("{head}{all}{}{speed}{best}", val_part(r))
+        }
     }
 }
 

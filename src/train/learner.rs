@@ -157,13 +157,15 @@ pub(crate) fn fit(
             epoch: epoch + 1,
             // A learner judged over all words reports that error where search rounds do, and
             // the held-out error beside it (see `Criterion`).
-            train_loss: match learner.judged_by() {
-                Criterion::HeldOut => last_loss,
-                Criterion::AllWords => Some(v),
+            train_loss: if learner.judged_by().over_all_words() {
+                Some(v)
+            } else {
+                last_loss
             },
-            val_mse: match learner.judged_by() {
-                Criterion::HeldOut => Some(v),
-                Criterion::AllWords => learner.held_out_mse(set),
+            val_mse: if learner.judged_by().over_all_words() {
+                learner.held_out_mse(set)
+            } else {
+                Some(v)
             },
             best: improved,
             judged_by: learner.judged_by(),

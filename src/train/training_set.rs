@@ -192,7 +192,7 @@ impl<'a> TrainingSet<'a> {
             train_loss: Some(all),
             val_mse,
             best: improved,
-            judged_by: Criterion::AllWords,
+            judged_by: self.all_words_criterion(),
             tau: None,
             learning_rate: None,
             samples_per_sec: self.n as f64 / started.elapsed().as_secs_f64().max(1e-9),
@@ -311,6 +311,15 @@ impl<'a> TrainingSet<'a> {
     /// Mean squared error per held-out word, `None` when no word is held out.
     pub fn val_mse(&self, codes: &Tensor, decoder: &Decoder) -> Option<f64> {
         (self.num_val() > 0).then(|| self.mse_of(codes, Some(&self.val_rows), decoder))
+    }
+
+    /// What [`TrainingSet::fit_error`] is: the plain or the weighted error over all words.
+    pub fn all_words_criterion(&self) -> Criterion {
+        if self.weights.is_some() {
+            Criterion::AllWordsWeighted
+        } else {
+            Criterion::AllWords
+        }
     }
 
     /// Mean squared error per word over `rows` (all words if `None`).

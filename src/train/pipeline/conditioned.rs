@@ -143,7 +143,11 @@ impl Learner for SearchedCodes<'_> {
     }
 
     fn judged_by(&self) -> Criterion {
-        Criterion::AllWords
+        if self.weights.is_some() {
+            Criterion::AllWordsWeighted
+        } else {
+            Criterion::AllWords
+        }
     }
 }
 

@@ -197,7 +197,9 @@ impl Learner for FixedCodes<'_> {
     }
 
     fn judged_by(&self) -> Criterion {
-        if self.judge_all_words {
+        if self.judge_all_words && self.weights.is_some() {
+            Criterion::AllWordsWeighted
+        } else if self.judge_all_words {
             Criterion::AllWords
         } else {
             Criterion::HeldOut
