@@ -675,29 +675,18 @@ fn epoch_line(r: &EpochRecord) -> String {
             let best = if r.best { "  (best)" } else { "" };
             format!("{head}{loss}{}{speed}{best}", val_part(r))
         }
-        Criterion::AllWords => {
+        Criterion::AllWords | Criterion::AllWordsWeighted => {
+            let (error, gained, no_gain) = if r.judged_by == Criterion::AllWords {
+                ("mse", "best all-words mse", "no all-words gain")
+            } else {
+                ("weighted error", "best weighted error", "no weighted gain")
+            };
             let all = r
                 .train_loss
-                .map(|l| format!("mse {l:.4} (all words)  "))
+                .map(|l| format!("{error} {l:.4} (all words)  "))
                 .unwrap_or_default();
-            let best = if r.best {
-                "  (best all-words mse)"
-            } else {
-                "  (no all-words gain)"
-            };
-            format!("{head}{all}{}{speed}{best}", val_part(r))
-        }
-        Criterion::AllWordsWeighted => {
-            let all = r
-                .train_loss
-                .map(|l| format!("weighted error {l:.4} (all words)  "))
-                .unwrap_or_default();
-            let best = if r.best {
-                "  (best weighted error)"
-            } else {
-                "  (no weighted gain)"
-            };
-            format!("{head}{all}{}{speed}{best}", val_part(r))
+            let best = if r.best { gained } else { no_gain };
+            format!("{head}{all}{}{speed}  ({best})", val_part(r))
         }
     }
 }
