@@ -59,6 +59,15 @@ pub enum Criterion {
 }
 
 impl Criterion {
+    /// The error over all words, weighted by `--word-weight` when `weighted`.
+    pub fn all_words(weighted: bool) -> Self {
+        if weighted {
+            Criterion::AllWordsWeighted
+        } else {
+            Criterion::AllWords
+        }
+    }
+
     /// The error over all words, plain or weighted.
     pub fn over_all_words(self) -> bool {
         !matches!(self, Criterion::HeldOut)

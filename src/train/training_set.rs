@@ -315,11 +315,7 @@ impl<'a> TrainingSet<'a> {
 
     /// What [`TrainingSet::fit_error`] is: the plain or the weighted error over all words.
     pub fn all_words_criterion(&self) -> Criterion {
-        if self.weights.is_some() {
-            Criterion::AllWordsWeighted
-        } else {
-            Criterion::AllWords
-        }
+        Criterion::all_words(self.weights.is_some())
     }
 
     /// Mean squared error per word over `rows` (all words if `None`).

@@ -143,11 +143,7 @@ impl Learner for SearchedCodes<'_> {
     }
 
     fn judged_by(&self) -> Criterion {
-        if self.weights.is_some() {
-            Criterion::AllWordsWeighted
-        } else {
-            Criterion::AllWords
-        }
+        Criterion::all_words(self.weights.is_some())
     }
 }
 

@@ -197,10 +197,8 @@ impl Learner for FixedCodes<'_> {
     }
 
     fn judged_by(&self) -> Criterion {
-        if self.judge_all_words && self.weights.is_some() {
-            Criterion::AllWordsWeighted
-        } else if self.judge_all_words {
-            Criterion::AllWords
+        if self.judge_all_words {
+            Criterion::all_words(self.weights.is_some())
         } else {
             Criterion::HeldOut
         }
