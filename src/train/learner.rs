@@ -152,17 +152,14 @@ pub(crate) fn fit(
         out.trained_secs += secs;
         let v = learner.val_mse(set);
         let improved = v < best;
+        let over_all_words = learner.judged_by().over_all_words();
         out.progress.epoch(&EpochRecord {
             stage: stage.into(),
             epoch: epoch + 1,
             // A learner judged over all words reports that error where search rounds do, and
             // the held-out error beside it (see `Criterion`).
-            train_loss: if learner.judged_by().over_all_words() {
-                Some(v)
-            } else {
-                last_loss
-            },
-            val_mse: if learner.judged_by().over_all_words() {
+            train_loss: if over_all_words { Some(v) } else { last_loss },
+            val_mse: if over_all_words {
                 learner.held_out_mse(set)
             } else {
                 Some(v)
