@@ -680,6 +680,15 @@ impl TrainConfig {
             && !self.distill
     }
 
+    /// Whether the run weighs words' errors (`--word-weight relative`): only the kd pipeline
+    /// from the rq tables does, in its lsq stage and its conditioned composer.
+    pub fn weighs_words(&self) -> bool {
+        self.word_weight == WordWeight::Relative
+            && self.method == Method::Kd
+            && self.init == Init::Rq
+            && (self.runs_lsq() || self.composer == ComposerKind::Conditioned)
+    }
+
     /// Whether `val_fraction` of the words are held out of the fits to judge gradient training
     /// by (the mlp composer, the paper's recipe, distilling, dpq, dccl). The stages of the
     /// default pipeline and of the conditioned composer are judged by the error over all words,

@@ -10,7 +10,7 @@ use super::outcome::torch_err;
 use super::parallel::{chunks, par_chunks};
 use super::quantize::{additive_decode, chunk_rows};
 use super::reporter::Reporter;
-use super::{TrainConfig, TrainError, WordWeight, allocator};
+use super::{TrainConfig, TrainError, allocator};
 use crate::embeddings::Embeddings;
 use crate::eval::{self, NeighbourReference, Scores};
 use crate::progress::{Criterion, EpochRecord, Tick};
@@ -119,10 +119,7 @@ impl<'a> TrainingSet<'a> {
             start,
             tail: std::cell::Cell::new(0.0),
         };
-        set.weights = match cfg.word_weight {
-            WordWeight::Uniform => None,
-            WordWeight::Relative => Some(relative_weights(&set.x)),
-        };
+        set.weights = cfg.weighs_words().then(|| relative_weights(&set.x));
         set.train_rows = set.rows_tensor(&train);
         set.val_rows = set.rows_tensor(&val);
         drop((train, val, is_val, mask));
@@ -459,6 +456,7 @@ mod tests {
 
     use super::*;
     use crate::composer::ComposerKind;
+    use crate::train::WordWeight;
     use crate::train::methods::testing::glove;
 
     fn config(composer: ComposerKind, time_limit: Option<f64>) -> TrainConfig {
@@ -553,6 +551,14 @@ mod tests {
         };
         let set = TrainingSet::new(&emb, &uniform, Device::Cpu, now).unwrap();
         assert!(set.weights.is_none());
+        // Nor are they made where nothing reads them: no lsq stage, no conditioned composer.
+        let unread = TrainConfig {
+            refine: false,
+            ..config(ComposerKind::Linear, None)
+        };
+        assert!(!unread.weighs_words());
+        let unweighted = TrainingSet::new(&emb, &unread, Device::Cpu, now).unwrap();
+        assert!(unweighted.weights.is_none());
         let mse = set.mse_of(&codes, None, &decoder);
         assert_eq!(set.fit_error(&codes, &decoder), mse);
         // Decoding every word as zero, each word's error is its squared length, weighted.

@@ -193,11 +193,7 @@ fn fit_tables(set: &TrainingSet, codes: &Tensor, old: &Tensor) -> Tensor {
         states,
         &parts,
         |(x, c, m, w, normal), s, len| {
-            let (xc, cc) = chunk(x, c, Some(m), s, len);
-            let wc = w.as_ref().map(|w| {
-                let keep = m.narrow(0, s, len).nonzero().squeeze_dim(1);
-                w.narrow(0, s, len).index_select(0, &keep)
-            });
+            let (xc, cc, wc) = chunk(x, c, w.as_ref(), Some(m), s, len);
             normal.add(&xc, &cc, wc.as_ref());
         },
         |_| {},

@@ -36,25 +36,28 @@ pub fn additive_decode(tables: &Tensor, codes: &Tensor) -> Tensor {
     sum
 }
 
-/// Rows `s..s+len` of `x` and `codes` (as Int64), keeping only those selected by `rows` (a Bool
-/// mask over all rows).
+/// Rows `s..s+len` of `x`, `codes` (as Int64) and, when given, `weights` (`[N]`), keeping
+/// only those selected by `rows` (a Bool mask over all rows).
 pub fn chunk(
     x: &Tensor,
     codes: &Tensor,
+    weights: Option<&Tensor>,
     rows: Option<&Tensor>,
     s: i64,
     len: i64,
-) -> (Tensor, Tensor) {
-    let (xc, cc) = (
+) -> (Tensor, Tensor, Option<Tensor>) {
+    let (xc, cc, wc) = (
         x.narrow(0, s, len),
         codes.narrow(0, s, len).to_kind(Kind::Int64),
+        weights.map(|w| w.narrow(0, s, len)),
     );
     match rows {
         Some(m) => {
             let keep = m.narrow(0, s, len).nonzero().squeeze_dim(1);
-            (xc.index_select(0, &keep), cc.index_select(0, &keep))
+            let wc = wc.map(|w| w.index_select(0, &keep));
+            (xc.index_select(0, &keep), cc.index_select(0, &keep), wc)
         }
-        None => (xc, cc),
+        None => (xc, cc, wc),
     }
 }
 

@@ -58,7 +58,7 @@ pub fn fit_tables(
         let step = NormalEquations::chunk_rows(num_codebooks);
         for st in (0..n).step_by(step as usize) {
             let len = step.min(n - st);
-            let (xc, cc) = chunk(x, codes, rows, st, len);
+            let (xc, cc, _) = chunk(x, codes, None, rows, st, len);
             normal.add(&xc, &cc, None);
         }
         if let Some(t) = normal.solve(ridge) {
@@ -176,7 +176,7 @@ pub fn fit_blockwise(x: &Tensor, codes: &Tensor, rows: Option<&Tensor>, old: &Te
         let mut sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
         let mut counts = Tensor::zeros([k], (Kind::Int64, x.device()));
         for st in (0..n).step_by(step as usize) {
-            let (xc, c) = chunk(x, codes, rows, st, step.min(n - st));
+            let (xc, c, _) = chunk(x, codes, None, rows, st, step.min(n - st));
             let ci = c.select(1, i);
             let rest = xc - additive_decode(&tables, &c) + tables.get(i).index_select(0, &ci);
             sums = sums.index_add(0, &ci, &rest);
