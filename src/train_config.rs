@@ -324,6 +324,10 @@ pub const ANNEAL_WORK: usize = 1 << 30;
 /// 3.2703 / 0.2577 (the rq stage: 3.4239).
 pub const ANNEAL_LEAST_CODES: usize = 256;
 
+/// Fewest annealed rounds an input over [`TrainConfig::lsq_anneal_words`] may get (see
+/// [`TrainConfig::lsq_annealed_rounds`]); fewer would cool too fast to beat the plain rounds.
+pub const ANNEAL_LEAST_ROUNDS: usize = 12;
+
 /// Fewest lsq rounds at K of at least [`ANNEAL_LEAST_CODES`], unless `--lsq-rounds` says.
 pub const LSQ_ROUNDS: usize = 25;
 /// Most lsq rounds by default: small inputs, whose rounds are cheap, anneal for longer (see
@@ -711,6 +715,40 @@ impl TrainConfig {
         })
     }
 
+    /// Annealed lsq rounds for `n` words at D = `num_codebooks`, K = `num_codes`, or `None` for
+    /// plain rounds (`--lsq-anneal 0`, or a single round). Within
+    /// [`TrainConfig::lsq_anneal_words`], all of [`TrainConfig::lsq_rounds_for`]. Above it, by
+    /// default and at K of at least [`ANNEAL_LEAST_CODES`], as many as cover the work of those
+    /// rounds over that many words, when that is at least [`ANNEAL_LEAST_ROUNDS`] (all 400,000
+    /// GloVe words at K=256 D=20: 13; at D=32: 8, so plain). All 400,000 GloVe words at K=256
+    /// D=20 (`--threads 2`, beside other runs; weighted error over all words, MSE / nn@10 on the
+    /// bench's sample): 15 plain rounds until they gained little 0.17994, 0.2289 / 0.7893; 12
+    /// annealed rounds (`--lsq-sample 1000000 --lsq-rounds 12`) 0.17661, 0.2251 / 0.7914, in
+    /// 1439 s of lsq against the plain rounds' 1643 s (both beside two other runs); 25 annealed
+    /// rounds 0.17154, 0.2171 / 0.7913, in about twice the plain rounds' time. At K=32 the
+    /// annealing of large inputs gains little (see [`ANNEAL_LEAST_CODES`]).
+    pub fn lsq_annealed_rounds(
+        &self,
+        n: usize,
+        num_codebooks: usize,
+        num_codes: usize,
+    ) -> Option<usize> {
+        let rounds = self.lsq_rounds_for(n, num_codebooks, num_codes);
+        if self.lsq_anneal <= 0.0 || rounds <= 1 {
+            return None;
+        }
+        let most = self.lsq_anneal_words(num_codebooks, num_codes);
+        if n <= most {
+            return Some(rounds);
+        }
+        if self.lsq_sample.is_some() || self.lsq_rounds.is_some() || num_codes < ANNEAL_LEAST_CODES
+        {
+            return None;
+        }
+        let fit = rounds.saturating_mul(most) / n.max(1);
+        (fit >= ANNEAL_LEAST_ROUNDS).then_some(fit)
+    }
+
     /// Whether the rq start goes on to the lsq stage: refinement on and rounds not set to 0.
     pub fn runs_lsq(&self) -> bool {
         self.refine && self.lsq_rounds != Some(0)
@@ -996,6 +1034,52 @@ mod tests {
         };
         assert_eq!(given.lsq_anneal_words(8, 256), 2_000);
         assert_eq!(given.lsq_anneal_words(64, 32), 2_000);
+    }
+
+    #[test]
+    fn inputs_over_the_annealing_allowance_anneal_fewer_rounds_of_the_same_work() {
+        let c = TrainConfig::default();
+        // Within the allowance: all the rounds. 400,000 words at K=256 D=20: 25 rounds over
+        // 209,715 words' worth, 13 over all; at D=32 only 8 would fit: plain rounds; at K=32
+        // (D=12) the annealing of large inputs gains little: plain.
+        assert_eq!(c.lsq_annealed_rounds(400_000, 8, 256), Some(LSQ_ROUNDS));
+        assert_eq!(c.lsq_annealed_rounds(20_000, 20, 256), Some(65));
+        assert_eq!(c.lsq_annealed_rounds(400_000, 20, 256), Some(13));
+        assert_eq!(c.lsq_annealed_rounds(400_000, 32, 256), None);
+        assert_eq!(c.lsq_annealed_rounds(400_000, 12, 32), None);
+        for n in [1, 1_000, 100_000, 300_000, 1_000_000, 10_000_000] {
+            for d in [4, 8, 16, 20, 32, 64] {
+                if let Some(r) = c.lsq_annealed_rounds(n, d, 256) {
+                    let work = c.lsq_anneal_words(d, 256) * c.lsq_rounds_for(n, d, 256);
+                    // Above the allowance, at least the fewest rounds and no more work.
+                    let over = n > c.lsq_anneal_words(d, 256);
+                    assert!(
+                        !over || (r >= ANNEAL_LEAST_ROUNDS && r * n <= work),
+                        "{n} {d}"
+                    );
+                }
+            }
+        }
+        // What the user sets is kept: no annealing, or plain rounds above their sample.
+        let off = TrainConfig {
+            lsq_anneal: 0.0,
+            ..c.clone()
+        };
+        assert_eq!(off.lsq_annealed_rounds(20_000, 8, 256), None);
+        let rounds = TrainConfig {
+            lsq_rounds: Some(12),
+            ..c.clone()
+        };
+        assert_eq!(rounds.lsq_annealed_rounds(20_000, 8, 256), Some(12));
+        assert_eq!(rounds.lsq_annealed_rounds(400_000, 20, 256), None);
+        let sample = TrainConfig {
+            lsq_sample: Some(1_000_000),
+            ..c
+        };
+        assert_eq!(
+            sample.lsq_annealed_rounds(400_000, 20, 256),
+            Some(LSQ_ROUNDS)
+        );
     }
 
     #[test]

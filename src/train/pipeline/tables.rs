@@ -457,9 +457,9 @@ fn annealing_stalled(bests: &[f64]) -> bool {
     before < bests[0] && (before - best) / before.max(f64::MIN_POSITIVE) < ANNEAL_MIN_GAIN
 }
 
-/// Least-squares tables and codes by local search: `--lsq-rounds` annealed rounds, or plain
-/// rounds while the error over all words falls when `--lsq-anneal` is 0 or the input has more
-/// words than `TrainConfig::lsq_anneal_words` allows.
+/// Least-squares tables and codes by local search: annealed rounds
+/// (`TrainConfig::lsq_annealed_rounds`), or plain rounds while the error over all words falls
+/// when `--lsq-anneal` is 0 or the input is too large to anneal for long enough.
 pub(super) fn stage_lsq(
     set: &TrainingSet,
     out: &mut Reporter,
@@ -474,18 +474,22 @@ pub(super) fn stage_lsq(
     // Annealing needs every round over every word: tables annealed on a sample of 65,536 of the
     // 400,000 GloVe words fit the sample (2.39 there) and then encoded all words at 2.81, and
     // three plain rounds over all words only reached 2.72 (plain rounds alone: 2.67). So an
-    // input whose rounds would cost too much (`TrainConfig::lsq_anneal_words`) gets plain
-    // rounds, with the perturbation trials, over every word.
-    let most = cfg.lsq_anneal_words(set.num_codebooks as usize, set.k as usize);
-    let too_many = set.n as usize > most;
-    let most_rounds =
-        cfg.lsq_rounds_for(set.n as usize, set.num_codebooks as usize, set.k as usize);
-    let anneal = (cfg.lsq_anneal > 0.0 && most_rounds > 1 && !too_many).then_some(cfg.lsq_anneal);
-    if too_many && cfg.lsq_anneal > 0.0 {
+    // input whose rounds would cost too much (`TrainConfig::lsq_anneal_words`) anneals every
+    // word over fewer rounds, or, where too few would fit, gets plain rounds, with the
+    // perturbation trials, over every word.
+    let (n, dd, k) = (set.n as usize, set.num_codebooks as usize, set.k as usize);
+    let most = cfg.lsq_anneal_words(dd, k);
+    let annealed = cfg.lsq_annealed_rounds(n, dd, k);
+    let most_rounds = annealed.unwrap_or_else(|| cfg.lsq_rounds_for(n, dd, k));
+    let anneal = annealed.map(|_| cfg.lsq_anneal);
+    if n > most && cfg.lsq_anneal > 0.0 {
         out.progress.message(&format!(
-            "lsq: {} words, more than the {most} annealed at K={} D={} (--lsq-sample): plain \
-             rounds, no annealing",
-            set.n, set.k, set.num_codebooks
+            "lsq: {n} words, more than the {most} annealed over all their rounds at K={k} \
+             D={dd} (--lsq-sample): {}",
+            match annealed {
+                Some(r) => format!("{r} annealed rounds, as much work as theirs"),
+                None => "plain rounds, no annealing".to_string(),
+            }
         ));
     }
     out.settle("lsq_sample", most);
