@@ -137,12 +137,13 @@ pub struct CompressArgs {
     /// 0.1% (see --lsq-sample). 0: plain rounds while the error falls.
     #[arg(long, default_value_t = 0.5, value_name = "P")]
     pub lsq_anneal: f64,
-    /// Most words the lsq rounds anneal; a larger input gets plain rounds (with the trials) while
-    /// the error falls: annealing needs every round over every word (tables annealed on a
-    /// sample fit the sample, not the rest), so its cost grows with words × D × K. Default: as
-    /// many as keep words × D × max(K, 256) within 2^30 (524,288 words at D = 8, 209,715 at
-    /// D = 20, 131,072 at D = 32; all 400,000 GloVe words at K=256 D=8: 25 rounds of 9 s on 2
-    /// cores).
+    /// Most words the lsq rounds anneal over all their rounds: annealing needs every round over
+    /// every word (tables annealed on a sample fit the sample, not the rest), so its cost grows
+    /// with words × D × K. Given, a larger input gets plain rounds (with the trials) while the
+    /// error falls. Default: as many as keep words × D × max(K, 256) within 2^30 (524,288 words
+    /// at D = 8, 209,715 at D = 20, 131,072 at D = 32; all 400,000 GloVe words at K=256 D=8: 25
+    /// rounds of 9 s on 2 cores), and at K ≥ 256 a larger input anneals over as many rounds as
+    /// cost the same, if at least 12 (400,000 words at D = 20: 13), else gets plain rounds.
     #[arg(long, value_name = "N")]
     pub lsq_sample: Option<usize>,
     /// How much each word's squared error counts when the lsq stage fits its tables and judges
