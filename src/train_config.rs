@@ -156,9 +156,10 @@ pub struct TrainConfig {
     /// Exponent of the decay of the noise on the tables in the annealed lsq rounds (LSQ++'s
     /// stochastic relaxation); 0: plain rounds while the error falls.
     pub lsq_anneal: f64,
-    /// Most words the lsq rounds anneal: a larger input gets plain rounds (with the perturbation
-    /// trials), since annealing needs every round over every word; `None`: as many as
-    /// [`TrainConfig::lsq_anneal_words`] allows at the run's D and K.
+    /// Most words the lsq rounds anneal over all their rounds: a larger input gets plain rounds
+    /// (with the perturbation trials), since annealing needs every round over every word;
+    /// `None`: as many as [`TrainConfig::lsq_anneal_words`] allows at the run's D and K, and a
+    /// larger input fewer annealed rounds ([`TrainConfig::lsq_annealed_rounds`]).
     pub lsq_sample: Option<usize>,
     /// How much each word's error counts in the lsq stage's table fits and rounds and in the
     /// conditioned composer's training.
