@@ -726,7 +726,9 @@ impl TrainConfig {
     /// bench's sample): 15 plain rounds until they gained little 0.17994, 0.2289 / 0.7893; 12
     /// annealed rounds (`--lsq-sample 1000000 --lsq-rounds 12`) 0.17661, 0.2251 / 0.7914, in
     /// 1439 s of lsq against the plain rounds' 1643 s (both beside two other runs); 25 annealed
-    /// rounds 0.17154, 0.2171 / 0.7913, in about twice the plain rounds' time. At K=32 the
+    /// rounds 0.17154, 0.2171 / 0.7913, in about twice the plain rounds' time. Quiet, the
+    /// default's 13 rounds: 0.17604, 0.2242 / 0.7892, 697 s of lsq against the plain rounds'
+    /// 424 s (an annealed round keeps the beam search the plain rounds drop). At K=32 the
     /// annealing of large inputs gains little (see [`ANNEAL_LEAST_CODES`]).
     pub fn lsq_annealed_rounds(
         &self,
