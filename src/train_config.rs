@@ -729,7 +729,11 @@ impl TrainConfig {
     /// rounds 0.17154, 0.2171 / 0.7913, in about twice the plain rounds' time. Quiet, the
     /// default's 13 rounds: 0.17604, 0.2242 / 0.7892, 697 s of lsq against the plain rounds'
     /// 424 s (an annealed round keeps the beam search the plain rounds drop). At K=32 the
-    /// annealing of large inputs gains little (see [`ANNEAL_LEAST_CODES`]).
+    /// annealing of large inputs gains little (see [`ANNEAL_LEAST_CODES`]). Before the
+    /// conditioned composer, plain rounds: its own stages need the time (the same input with
+    /// `--composer conditioned` and the 13 annealed rounds took 1330 s, over issue 14's 20
+    /// minutes, and ended at 0.2180 / 0.7889, under the additive nn@10; with plain rounds 851 s,
+    /// 0.2220 / 0.7897).
     pub fn lsq_annealed_rounds(
         &self,
         n: usize,
@@ -744,8 +748,8 @@ impl TrainConfig {
         if n <= most {
             return Some(rounds);
         }
-        if self.lsq_sample.is_some() || self.lsq_rounds.is_some() || num_codes < ANNEAL_LEAST_CODES
-        {
+        let given = self.lsq_sample.is_some() || self.lsq_rounds.is_some();
+        if given || num_codes < ANNEAL_LEAST_CODES || self.composer == ComposerKind::Conditioned {
             return None;
         }
         let fit = rounds.saturating_mul(most) / n.max(1);
@@ -1050,6 +1054,13 @@ mod tests {
         assert_eq!(c.lsq_annealed_rounds(400_000, 20, 256), Some(13));
         assert_eq!(c.lsq_annealed_rounds(400_000, 32, 256), None);
         assert_eq!(c.lsq_annealed_rounds(400_000, 12, 32), None);
+        // The conditioned composer's run keeps plain rounds above the allowance (its time).
+        let conditioned = TrainConfig {
+            composer: ComposerKind::Conditioned,
+            ..c.clone()
+        };
+        assert_eq!(conditioned.lsq_annealed_rounds(400_000, 20, 256), None);
+        assert_eq!(conditioned.lsq_annealed_rounds(20_000, 20, 256), Some(65));
         for n in [1, 1_000, 100_000, 300_000, 1_000_000, 10_000_000] {
             for d in [4, 8, 16, 20, 32, 64] {
                 if let Some(r) = c.lsq_annealed_rounds(n, d, 256) {

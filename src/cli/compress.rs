@@ -143,7 +143,8 @@ pub struct CompressArgs {
     /// error falls. Default: as many as keep words × D × max(K, 256) within 2^30 (524,288 words
     /// at D = 8, 209,715 at D = 20, 131,072 at D = 32; all 400,000 GloVe words at K=256 D=8: 25
     /// rounds of 9 s on 2 cores), and at K ≥ 256 a larger input anneals over as many rounds as
-    /// cost the same, if at least 12 (400,000 words at D = 20: 13), else gets plain rounds.
+    /// cost the same, if at least 12 (400,000 words at D = 20: 13), else gets plain rounds (as
+    /// it does before --composer conditioned, whose stages need the time).
     #[arg(long, value_name = "N")]
     pub lsq_sample: Option<usize>,
     /// How much each word's squared error counts when the lsq stage fits its tables and judges
