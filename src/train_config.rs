@@ -326,7 +326,8 @@ pub const ANNEAL_WORK: usize = 1 << 30;
 pub const ANNEAL_LEAST_CODES: usize = 256;
 
 /// Fewest annealed rounds an input over [`TrainConfig::lsq_anneal_words`] may get (see
-/// [`TrainConfig::lsq_annealed_rounds`]); fewer would cool too fast to beat the plain rounds.
+/// [`TrainConfig::lsq_annealed_rounds`]): the fewest measured to beat the plain rounds (all
+/// 400,000 GloVe words at K=256 D=20); fewer are untried, so such inputs keep plain rounds.
 pub const ANNEAL_LEAST_ROUNDS: usize = 12;
 
 /// Fewest lsq rounds at K of at least [`ANNEAL_LEAST_CODES`], unless `--lsq-rounds` says.
