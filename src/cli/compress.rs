@@ -18,6 +18,7 @@ use kdcompress::composer::ComposerKind;
 use kdcompress::format::TensorDtype;
 use kdcompress::precision::{MAX_F16_MSE_INCREASE, Precision, StorageChoice};
 use kdcompress::progress::{Criterion, EpochRecord, Progress, StageReport, Tick};
+use kdcompress::report::size_against;
 #[cfg(feature = "train")]
 use kdcompress::train;
 use kdcompress::train_config::{Init, TauSchedule, WordWeight};
@@ -437,9 +438,9 @@ fn run_training(args: CompressArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "ratio         {:.1}× the f32 matrix, {:.1}× the input file",
-        matrix as f64 / artifact as f64,
-        source.file_size as f64 / artifact as f64
+        "size          {}, {}",
+        size_against(artifact, matrix, "the f32 matrix"),
+        size_against(artifact, source.file_size, "the input file")
     )?;
     writeln!(
         out,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use kdcompress::composer::ComposerKind;
 use kdcompress::format::{Kdz, SectionKind};
+use kdcompress::report::size_against;
 
 /// Options of `info`.
 #[derive(Debug, clap::Args)]
@@ -151,10 +152,13 @@ fn report(kdz: &Kdz, w: &mut impl Write) -> anyhow::Result<()> {
     if source > 0 {
         writeln!(
             w,
-            "compression ratio  {:.1}x for the whole file, {:.1}x for the codes alone, against the f32 matrix (N x d x 4 = {} bytes)",
-            source as f64 / file_len as f64,
-            source as f64 / codes_len.max(1) as f64,
-            grouped(source)
+            "compression ratio  whole file {}; codes alone {}",
+            size_against(
+                file_len,
+                source,
+                &format!("the f32 matrix (N x d x 4 = {} bytes)", grouped(source))
+            ),
+            size_against(codes_len, source, "it"),
         )?;
     }
     writeln!(w)?;

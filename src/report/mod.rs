@@ -233,6 +233,22 @@ table{border-collapse:collapse;margin:0.5em 0}td,th{padding:3px 10px;text-align:
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}small,.note{color:#666}\
 svg{width:100%;height:auto;border:1px solid #eee}code{background:#f5f5f5;padding:0 3px}";
 
+/// How `size` compares with `reference` (named `what`), for a reader: "8.0× smaller than what",
+/// "1.4× larger than what" or "the same size as what" (to one decimal). A bare ratio reads
+/// wrong when the file is the larger: a few thousand words' artifact, vocabulary and tables
+/// included, can outweigh their f32 matrix.
+pub fn size_against(size: u64, reference: u64, what: &str) -> String {
+    let (size, reference) = (size.max(1) as f64, reference.max(1) as f64);
+    let (smaller, larger) = (reference / size, size / reference);
+    if smaller < 1.05 && larger < 1.05 {
+        format!("the same size as {what}")
+    } else if smaller > 1.0 {
+        format!("{smaller:.1}× smaller than {what}")
+    } else {
+        format!("{larger:.1}× larger than {what}")
+    }
+}
+
 fn fmt_value(v: Option<f64>) -> String {
     match v {
         None => "–".to_string(),
@@ -260,7 +276,7 @@ pub fn render_html(page: &Page) -> String {
         "<h1>kdcompress report: <code>{}</code></h1>",
         escape(&name)
     );
-    let source = (kdz.len() as f64) * (c.out_dim as f64) * 4.0;
+    let source = (kdz.len() as u64).saturating_mul(c.out_dim as u64 * 4);
     let bits = c.num_codebooks as u64 * u64::from(kdz.model().bits_per_code());
     let m = kdz.metadata();
     let facts: Vec<(&str, String)> = vec![
@@ -293,9 +309,9 @@ pub fn render_html(page: &Page) -> String {
         (
             "file size",
             format!(
-                "{} bytes, {:.1}× smaller than the f32 matrix",
+                "{} bytes, {}",
                 kdz.file_len(),
-                source / kdz.file_len().max(1) as f64
+                size_against(kdz.file_len(), source, "the f32 matrix")
             ),
         ),
         ("method", m.method.clone()),
@@ -440,6 +456,17 @@ pub fn render_html(page: &Page) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_in_the_direction_they_go() {
+        let m = "the matrix";
+        assert_eq!(size_against(100, 800, m), "8.0× smaller than the matrix");
+        // A file larger than its reference is never "0.7× smaller".
+        assert_eq!(size_against(1400, 1000, m), "1.4× larger than the matrix");
+        assert_eq!(size_against(1000, 1020, m), "the same size as the matrix");
+        assert_eq!(size_against(1000, 1060, m), "1.1× smaller than the matrix");
+        assert_eq!(size_against(0, 0, m), "the same size as the matrix");
+    }
 
     #[test]
     fn parses_trainer_records() {
