@@ -42,7 +42,7 @@ fn compresses_the_fixture_with_defaults_and_reports() {
         .assert()
         .success()
         .stdout(predicate::str::contains("bits per word 32"))
-        .stdout(predicate::str::contains("ratio"))
+        .stdout(predicate::str::contains("× smaller than the f32 matrix"))
         .stdout(predicate::str::contains("code usage"))
         .stdout(predicate::str::contains("device        cpu"))
         .stderr(predicate::str::contains("after rq"))
