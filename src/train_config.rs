@@ -164,8 +164,9 @@ pub struct TrainConfig {
     /// How much each word's error counts in the lsq stage's table fits and rounds and in the
     /// conditioned composer's training.
     pub word_weight: WordWeight,
-    /// Most rounds of re-encoding through the trained composer.
-    pub refine_rounds: usize,
+    /// Most rounds of re-encoding through the trained composer; `None`: 2, and for the
+    /// conditioned composer [`TrainConfig::step_rounds_for`].
+    pub refine_rounds: Option<usize>,
     /// Words per optimiser step.
     pub batch_size: usize,
     /// Adam learning rate.
@@ -229,7 +230,7 @@ impl Default for TrainConfig {
             lsq_anneal: 0.5,
             lsq_sample: None,
             word_weight: WordWeight::Relative,
-            refine_rounds: 2,
+            refine_rounds: None,
             batch_size: 512,
             learning_rate: 1e-3,
             epochs: 20,
@@ -311,6 +312,19 @@ pub const STEP_WEIGHT_SHARE: f64 = 0.2;
 /// Most multiply-adds a word's conditioned decode may cost by default: about 10 µs a word on
 /// one core here, so 200,000 words a second on two.
 pub const STEP_DECODE_MACS: usize = 1 << 17;
+
+/// Rounds of re-encoding through the trained composer unless `--refine-rounds` says.
+pub const REFINE_ROUNDS: usize = 2;
+/// Most multiply-adds of the output layer that one round of the search through the conditioned
+/// composer may cost for [`REFINE_ROUNDS`] rounds by default (words × D × beam × candidates ×
+/// h × d); a larger input gets one round. All 400,000 GloVe words at K=256 D=20 (h = 112,
+/// 3.6·10¹²: `--composer conditioned --threads 2`, quiet, on a machine where faiss RQ beam 5
+/// took 90 s for them): rq 65 s, lsq 720 s, the network on the fixed codes 0.1799 -> 0.1770
+/// (weighted error) in about 110 s, then round 1 (a search of 235 s) 0.1767 and round 2 (a
+/// fine-tune and a search of 290 s) 0.1763, 1478 s in all. The second round buys 0.2% for a
+/// fifth of the run. Under it: the mpnet table at D=20 (3.0·10¹²) and all 400,000 GloVe words
+/// at D=8 (2.7·10¹²).
+pub const STEP_SEARCH_WORK: usize = 3 << 40;
 
 /// Most words × D × K one annealed lsq round may cover by default: a round searches each word's
 /// D positions among K codes, by the beam and by ICM (all 400,000 GloVe words at K=256 D=8,
@@ -499,8 +513,8 @@ impl TrainConfig {
         range(
             "--refine-rounds",
             "at most 1000",
-            self.refine_rounds,
-            self.refine_rounds <= 1000,
+            self.refine_rounds.unwrap_or(0),
+            self.refine_rounds.is_none_or(|r| r <= 1000),
         )?;
         range(
             "--batch-size",
@@ -789,6 +803,34 @@ impl TrainConfig {
         })
     }
 
+    /// Most rounds of re-encoding through the trained composer: `--refine-rounds`, or
+    /// [`REFINE_ROUNDS`].
+    pub fn refine_rounds_or_default(&self) -> usize {
+        self.refine_rounds.unwrap_or(REFINE_ROUNDS)
+    }
+
+    /// Rounds of the search through the conditioned composer (hidden width `h`) over `n` words
+    /// of `d` dimensions: `--refine-rounds`, or [`REFINE_ROUNDS`] while one round's output-layer
+    /// work is at most [`STEP_SEARCH_WORK`], else 1.
+    pub fn step_rounds_for(&self, n: usize, d: usize, h: usize) -> usize {
+        self.refine_rounds.unwrap_or_else(|| {
+            let work = [
+                self.num_codebooks,
+                self.step_beam,
+                self.step_candidates,
+                h,
+                d,
+            ]
+            .iter()
+            .fold(n, |w, &f| w.saturating_mul(f));
+            if work > STEP_SEARCH_WORK {
+                1
+            } else {
+                REFINE_ROUNDS
+            }
+        })
+    }
+
     /// Beam width of the lsq rounds' second search: `--lsq-beam`, or [`LSQ_BEAM`].
     pub fn lsq_beam_width(&self) -> usize {
         self.lsq_beam.unwrap_or(LSQ_BEAM)
@@ -979,6 +1021,45 @@ mod tests {
             ..c
         };
         assert_eq!(given.step_epochs_for(19_600), 0);
+    }
+
+    #[test]
+    fn large_inputs_get_one_search_round_through_the_conditioned_composer_unless_given() {
+        let shaped = |k, dd| TrainConfig {
+            num_codes: k,
+            num_codebooks: dd,
+            ..TrainConfig::default()
+        };
+        let c = shaped(256, 20);
+        // All 400,000 GloVe words at D=20 (h = 112): one round; the mpnet table at D=20 and
+        // all 400,000 GloVe words at D=8 (h = 208) keep two, as does the 20k head.
+        assert_eq!(c.step_rounds_for(400_000, 50, 112), 1);
+        assert_eq!(c.step_rounds_for(21_745, 768, 112), REFINE_ROUNDS);
+        assert_eq!(c.step_rounds_for(20_000, 50, 112), REFINE_ROUNDS);
+        assert_eq!(
+            shaped(256, 8).step_rounds_for(400_000, 50, 208),
+            REFINE_ROUNDS
+        );
+        // The work saturates rather than wrapping on absurd sizes.
+        assert_eq!(c.step_rounds_for(usize::MAX, 1024, 1024), 1);
+        // A wider search costs more: the beam counts.
+        let wide = TrainConfig {
+            step_beam: 32,
+            ..shaped(256, 20)
+        };
+        assert_eq!(wide.step_rounds_for(20_000, 768, 112), 1);
+        for given in [0, 2, 5] {
+            let c = TrainConfig {
+                refine_rounds: Some(given),
+                ..shaped(256, 20)
+            };
+            assert_eq!(c.step_rounds_for(400_000, 50, 112), given);
+            assert_eq!(c.refine_rounds_or_default(), given);
+        }
+        assert_eq!(
+            TrainConfig::default().refine_rounds_or_default(),
+            REFINE_ROUNDS
+        );
     }
 
     #[test]

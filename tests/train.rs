@@ -217,7 +217,7 @@ fn same_seed_same_codes_other_seed_other_codes() {
         num_codes: 16,
         num_codebooks: 8,
         epochs: 2,
-        refine_rounds: 1,
+        refine_rounds: Some(1),
         lsq_rounds: Some(2),
         ..TrainConfig::default()
     });
@@ -250,7 +250,7 @@ fn concurrent_trainings_with_one_seed_match_a_lone_run() {
             epochs: 3,
             batch_size: 64,
             lsq_rounds: Some(1),
-            refine_rounds: 0,
+            refine_rounds: Some(0),
             seed: 21,
             ..TrainConfig::default()
         });
@@ -348,7 +348,7 @@ fn conditioned_composer_beats_the_additive_tables() {
         composer: ComposerKind::Conditioned,
         step_hidden: Some(64),
         step_epochs: Some(60),
-        refine_rounds: 1,
+        refine_rounds: Some(1),
         lsq_rounds: Some(8),
         lsq_anneal: 0.0,
         lsq_trials: Some(0),
@@ -393,7 +393,7 @@ fn the_default_conditioned_composer_lowers_the_default_lsq_error() {
         num_codes: 64,
         num_codebooks: 6,
         composer: ComposerKind::Conditioned,
-        refine_rounds: 0,
+        refine_rounds: Some(0),
         ..TrainConfig::default()
     });
     let mut rec = Recorder::default();

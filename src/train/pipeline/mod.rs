@@ -124,7 +124,7 @@ impl Nets {
     /// Whether `refine` can propose codes: through the composer's additive part, or the encoder.
     fn refine_applies(&self, cfg: &TrainConfig) -> bool {
         cfg.refine
-            && cfg.refine_rounds > 0
+            && cfg.refine_rounds_or_default() > 0
             && cfg.composer != ComposerKind::Conditioned
             && !self.linear_is_optimal
             && (self.composer.mapped_tables().is_some() || self.encoder.is_some())

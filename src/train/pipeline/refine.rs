@@ -73,7 +73,7 @@ pub(super) fn stage_refine(
     let fine_tune = (cfg.epochs / 4).max(1);
     // A round starts only when one as long as the last ends within --time-limit.
     let mut round_secs = 0.0;
-    for round in 1..=cfg.refine_rounds {
+    for round in 1..=cfg.refine_rounds_or_default() {
         if set.no_time_for(round_secs) {
             out.progress.message("refine: time limit reached");
             break;
