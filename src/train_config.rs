@@ -963,13 +963,17 @@ mod tests {
         assert_eq!(given.auto_beam(5, 5), 3);
     }
 
-    #[test]
-    fn step_network_width_is_paid_for_and_decodes_fast_unless_given() {
-        let shaped = |k, dd| TrainConfig {
+    /// The default configuration at K = `k`, D = `dd`.
+    fn shaped(k: usize, dd: usize) -> TrainConfig {
+        TrainConfig {
             num_codes: k,
             num_codebooks: dd,
             ..TrainConfig::default()
-        };
+        }
+    }
+
+    #[test]
+    fn step_network_width_is_paid_for_and_decodes_fast_unless_given() {
         // GloVe at 64 and 160 bits: the decode budget binds (the weight share would allow 224 on
         // the 20k head at 64 bits); mpnet's 21.7k words at 64 bits: the weight share (143).
         assert_eq!(shaped(256, 8).step_hidden_for(20_000, 50), 208);
@@ -1025,11 +1029,6 @@ mod tests {
 
     #[test]
     fn large_inputs_get_one_search_round_through_the_conditioned_composer_unless_given() {
-        let shaped = |k, dd| TrainConfig {
-            num_codes: k,
-            num_codebooks: dd,
-            ..TrainConfig::default()
-        };
         let c = shaped(256, 20);
         // All 400,000 GloVe words at D=20 (h = 112): one round; the mpnet table at D=20 and
         // all 400,000 GloVe words at D=8 (h = 208) keep two, as does the 20k head.
