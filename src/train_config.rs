@@ -811,13 +811,13 @@ impl TrainConfig {
 
     /// Rounds of the search through the conditioned composer (hidden width `h`) over `n` words
     /// of `d` dimensions: `--refine-rounds`, or [`REFINE_ROUNDS`] while one round's output-layer
-    /// work is at most [`STEP_SEARCH_WORK`], else 1.
+    /// work (the candidates are at most K) is at most [`STEP_SEARCH_WORK`], else 1.
     pub fn step_rounds_for(&self, n: usize, d: usize, h: usize) -> usize {
         self.refine_rounds.unwrap_or_else(|| {
             let work = [
                 self.num_codebooks,
                 self.step_beam,
-                self.step_candidates,
+                self.step_candidates.min(self.num_codes),
                 h,
                 d,
             ]
@@ -1047,6 +1047,12 @@ mod tests {
             ..shaped(256, 20)
         };
         assert_eq!(wide.step_rounds_for(20_000, 768, 112), 1);
+        // Candidates beyond K are not searched, so they do not count.
+        let few_codes = TrainConfig {
+            step_candidates: 65_536,
+            ..shaped(16, 20)
+        };
+        assert_eq!(few_codes.step_rounds_for(20_000, 50, 112), REFINE_ROUNDS);
         for given in [0, 2, 5] {
             let c = TrainConfig {
                 refine_rounds: Some(given),
