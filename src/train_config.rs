@@ -993,7 +993,7 @@ mod tests {
             for (n, d) in [(2_000, 50), (20_000, 50), (400_000, 300), (21_700, 768)] {
                 let c = shaped(k, dd);
                 let h = c.step_hidden_for(n, d);
-                assert!(h % 16 == 0 && (16..=1024).contains(&h), "{h}");
+                assert!(h.is_multiple_of(16) && (16..=1024).contains(&h), "{h}");
                 if h > 16 {
                     assert!(
                         conditioned_decode_macs(h, d, dd) <= STEP_DECODE_MACS,
