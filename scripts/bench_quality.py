@@ -7,6 +7,8 @@ For each dataset and each bit budget it runs, in one process and on the same wor
               kdt256  kd256 given faiss RQ beam 5's seconds in this table as its --time-limit
                       (runs after the faiss rows; needs rq5 in the run or kept from an earlier one)
               kd32    kd at the command line's K (-K 32, D = bits / 5, rounded down)
+              kdc32   kd32 with the conditioned composer (judged against kd32 as kdc256 is
+                      against kd256)
               dccl, dpq-sx, dpq-vq (optional, not run by default)
               each compresses, then `kdcompress export` decodes to .npy (the pure-Rust decoder)
   faiss       pq      ProductQuantizer, M dividing d, at or just under the budget
@@ -49,7 +51,7 @@ import numpy as np
 GLOVE_TXT = "glove.6B.50d.txt"
 MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
 
-KD_METHODS = ["kd256", "kdc256", "kdt256", "kd32", "dccl", "dpq-sx", "dpq-vq"]
+KD_METHODS = ["kd256", "kdc256", "kdt256", "kd32", "kdc32", "dccl", "dpq-sx", "dpq-vq"]
 FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq", "rq5-k32", "lsq-k32"]
 DEFAULT_METHODS = "kd256,kdc256,kdt256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
 
@@ -182,7 +184,7 @@ class Reference:
 
 def kd_shape(method, bits):
     """(K, D) of a kdcompress row at `bits` bits per word."""
-    if method == "kd32":
+    if method in ("kd32", "kdc32"):
         return 32, bits // 5
     if method == "dccl":  # DCCL's usual K=16 codes per position
         return 16, bits // 4
@@ -264,7 +266,8 @@ def run_kdcompress(binary, data, out_dir, method, k, d, threads, extra):
 
 def method_label(method, shape):
     a, b = shape
-    names = {"kd256": "kd", "kdc256": "kd conditioned", "kdt256": "kd in RQ5's time", "kd32": "kd", "pq": "faiss PQ", "opq": "faiss OPQ",
+    names = {"kd256": "kd", "kdc256": "kd conditioned", "kdt256": "kd in RQ5's time", "kd32": "kd",
+             "kdc32": "kd conditioned", "pq": "faiss PQ", "opq": "faiss OPQ",
              "rq5": "faiss RQ beam 5", "rq32": "faiss RQ beam 32", "lsq": "faiss LSQ",
              "rq5-k32": "faiss RQ beam 5", "lsq-k32": "faiss LSQ"}
     if method in KD_METHODS:
@@ -292,8 +295,9 @@ def ratios(rows):
     """kd's MSE over the best faiss row's at the same code size (faiss rows of at most kd's code
     bits), nn@10 over that row's, time over faiss RQ's."""
     out = []
-    additive = next((r for r in rows if r["key"] == "kd256"), None)
-    for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kdt256", "kd32")]:
+    # Each conditioned row against the additive row of its K, the codes and tables it starts from.
+    additive = {"kdc256": "kd256", "kdc32": "kd32"}
+    for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kdt256", "kd32", "kdc32")]:
         faiss_rows = [r for r in rows if r["family"] == "faiss"
                       and r.get("code_bits", 0) <= kd.get("code_bits", math.inf)]
         if not faiss_rows:
@@ -303,10 +307,11 @@ def ratios(rows):
                 "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"],
                 "best_nn10_faiss": max(faiss_rows, key=lambda r: r["nn10"])["method"],
                 "nn10_ratio_best": kd["nn10"] / max(r["nn10"] for r in faiss_rows)}
-        if kd["key"] == "kdc256" and additive is not None:
+        base = next((r for r in rows if r["key"] == additive.get(kd["key"])), None)
+        if base is not None:
             # The conditioned composer against the additive one it starts from (same code bits).
-            item["mse_ratio_additive"] = kd["mse"] / additive["mse"]
-            item["nn10_ratio_additive"] = kd["nn10"] / additive["nn10"]
+            item["mse_ratio_additive"] = kd["mse"] / base["mse"]
+            item["nn10_ratio_additive"] = kd["nn10"] / base["nn10"]
         for r in faiss_rows:
             if r["key"] in ("rq5", "rq32"):
                 item[f"time_ratio_{r['key']}"] = kd["seconds"] / max(r["seconds"], 1e-9)
@@ -407,7 +412,7 @@ def main():
                     help="LocalSearchQuantizer training iterations (faiss's default 25)")
     ap.add_argument("--kd-args", default="", help="extra arguments for kd256 and kd32")
     ap.add_argument("--cond-args", default="",
-                    help="extra arguments for kdc256 (kd with --composer conditioned)")
+                    help="extra arguments for kdc256 and kdc32 (kd with --composer conditioned)")
     ap.add_argument("--method-args", default="--batch-size 256 --lr 0.003 --epochs 30 --patience 4",
                     help="extra arguments for dccl and dpq")
     ap.add_argument("--time-limit", type=float, default=150,
@@ -473,7 +478,7 @@ def main():
                         k, d = kd_shape(method, bits)
                         extra = args.kd_args.split() if method.startswith("kd") else (
                             args.method_args.split() + ["--time-limit", str(args.time_limit)])
-                        if method == "kdc256":
+                        if method in ("kdc256", "kdc32"):
                             extra = ["--composer", "conditioned"] + args.cond_args.split()
                         if method == "kdt256":
                             rq5 = next((r for r in rows if r["key"] == "rq5"), None) or earlier.get(
