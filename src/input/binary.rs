@@ -217,19 +217,8 @@ fn scan_records<S: ByteSource>(
     let mut end = src.offset();
     let stop = (|| {
         for row in 0..rows {
-            let at = skip_newlines(src, ctx)?;
-            let word_len = find_space(src, ctx, at, row, header.words)?;
-            let record = word_len + 1 + vector_bytes;
-            let bytes = src.fill(record).map_err(|e| ctx.io(e))?;
-            if bytes.len() < record {
-                return Err(truncated_vector(
-                    ctx,
-                    at,
-                    row,
-                    vector_bytes,
-                    bytes.len() - word_len - 1,
-                ));
-            }
+            let (at, _, bytes) = next_record(src, ctx, row, header.words, vector_bytes)?;
+            let record = bytes.len();
             starts.push(at);
             src.consume(record);
             end = src.offset();
@@ -241,6 +230,32 @@ fn scan_records<S: ByteSource>(
     })()
     .err();
     Ok(Scan { starts, end, stop })
+}
+
+/// The next record, past the newlines that may precede it: its offset, its word's length and
+/// its bytes (the word, the space and `vector_bytes` of vector), or an error naming row `row`
+/// of the `promised` if the word has no space after it or the vector is cut short.
+fn next_record<'s, S: ByteSource>(
+    src: &'s mut S,
+    ctx: &Ctx<'_>,
+    row: u64,
+    promised: u64,
+    vector_bytes: usize,
+) -> Result<(u64, usize, &'s [u8]), InputError> {
+    let at = skip_newlines(src, ctx)?;
+    let word_len = find_space(src, ctx, at, row, promised)?;
+    let record = word_len + 1 + vector_bytes;
+    let bytes = src.fill(record).map_err(|e| ctx.io(e))?;
+    if bytes.len() < record {
+        return Err(truncated_vector(
+            ctx,
+            at,
+            row,
+            vector_bytes,
+            bytes.len() - word_len - 1,
+        ));
+    }
+    Ok((at, word_len, &bytes[..record]))
 }
 
 /// Skips the newlines that may separate records; returns the offset of the next record.
@@ -367,19 +382,8 @@ pub(super) fn parse_records<S: ByteSource>(
         .map_err(|_| too_large())?;
 
     for row in 0..rows {
-        let at = skip_newlines(src, ctx)?;
-        let word_len = find_space(src, ctx, at, row, header.words)?;
-        let record = word_len + 1 + vector_bytes;
-        let bytes = src.fill(record).map_err(|e| ctx.io(e))?;
-        if bytes.len() < record {
-            return Err(truncated_vector(
-                ctx,
-                at,
-                row,
-                vector_bytes,
-                bytes.len() - word_len - 1,
-            ));
-        }
+        let (at, word_len, bytes) = next_record(src, ctx, row, header.words, vector_bytes)?;
+        let record = bytes.len();
         let start = matrix.len();
         matrix.try_reserve(dim).map_err(|_| too_large())?;
         matrix.resize(start + dim, 0.0);
