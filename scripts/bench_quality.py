@@ -54,6 +54,8 @@ MPNET_TXT = "all-mpnet-base-v2.words.768d.txt"
 KD_METHODS = ["kd256", "kdc256", "kdt256", "kd32", "kdc32", "dccl", "dpq-sx", "dpq-vq"]
 FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq", "rq5-k32", "lsq-k32"]
 DEFAULT_METHODS = "kd256,kdc256,kdt256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
+# The conditioned rows and the additive row of their K, the codes and tables they start from.
+CONDITIONED = {"kdc256": "kd256", "kdc32": "kd32"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ class Reference:
 
 def kd_shape(method, bits):
     """(K, D) of a kdcompress row at `bits` bits per word."""
-    if method in ("kd32", "kdc32"):
+    if CONDITIONED.get(method, method) == "kd32":
         return 32, bits // 5
     if method == "dccl":  # DCCL's usual K=16 codes per position
         return 16, bits // 4
@@ -295,8 +297,6 @@ def ratios(rows):
     """kd's MSE over the best faiss row's at the same code size (faiss rows of at most kd's code
     bits), nn@10 over that row's, time over faiss RQ's."""
     out = []
-    # Each conditioned row against the additive row of its K, the codes and tables it starts from.
-    additive = {"kdc256": "kd256", "kdc32": "kd32"}
     for kd in [r for r in rows if r["key"] in ("kd256", "kdc256", "kdt256", "kd32", "kdc32")]:
         faiss_rows = [r for r in rows if r["family"] == "faiss"
                       and r.get("code_bits", 0) <= kd.get("code_bits", math.inf)]
@@ -307,7 +307,7 @@ def ratios(rows):
                 "mse_ratio": kd["mse"] / best["mse"], "nn10_ratio": kd["nn10"] / best["nn10"],
                 "best_nn10_faiss": max(faiss_rows, key=lambda r: r["nn10"])["method"],
                 "nn10_ratio_best": kd["nn10"] / max(r["nn10"] for r in faiss_rows)}
-        base = next((r for r in rows if r["key"] == additive.get(kd["key"])), None)
+        base = next((r for r in rows if r["key"] == CONDITIONED.get(kd["key"])), None)
         if base is not None:
             # The conditioned composer against the additive one it starts from (same code bits).
             item["mse_ratio_additive"] = kd["mse"] / base["mse"]
@@ -478,7 +478,7 @@ def main():
                         k, d = kd_shape(method, bits)
                         extra = args.kd_args.split() if method.startswith("kd") else (
                             args.method_args.split() + ["--time-limit", str(args.time_limit)])
-                        if method in ("kdc256", "kdc32"):
+                        if method in CONDITIONED:
                             extra = ["--composer", "conditioned"] + args.cond_args.split()
                         if method == "kdt256":
                             rq5 = next((r for r in rows if r["key"] == "rq5"), None) or earlier.get(

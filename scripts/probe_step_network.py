@@ -23,18 +23,13 @@ Example (the twenty-third session's runs, docs/benchmarks.md):
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file
 
-
-def read_rows(path, n, d):
-    out = np.empty((n, d), dtype=np.float32)
-    with open(path, encoding="utf-8") as f:
-        for i, line in zip(range(n), f):
-            out[i] = np.asarray(line.rstrip("\n").split(" ")[1:], dtype=np.float32)
-    return out
+from bench_quality import read_text_table
 
 
 def main():
@@ -56,7 +51,7 @@ def main():
     codes = torch.tensor(st["codes"].astype(np.int64))
     dd, k, d = tables.shape
     n = len(codes)
-    x = torch.tensor(read_rows(args.vectors, n, d))
+    x = torch.tensor(read_text_table(Path(args.vectors))[1][:n])
     e_all = tables[torch.arange(dd), codes]  # [n, D, d]
     additive = ((e_all.sum(1) - x) ** 2).sum(1).mean().item()
 
