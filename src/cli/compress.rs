@@ -618,13 +618,15 @@ struct CliProgress {
 }
 
 impl CliProgress {
-    /// Appends one JSON line to the log file, if any; the first failure is kept for `finish`.
+    /// Appends one JSON line to the log file, if any, and flushes it: a record is written once
+    /// an epoch, round or stage, so a reader following the log (or one left by a killed run)
+    /// sees every record so far. The first failure is kept for `finish`.
     fn log_line(&mut self, value: serde_json::Result<serde_json::Value>) {
         if let Some(log) = &mut self.log
             && self.log_error.is_none()
         {
             let line = value.map_err(std::io::Error::other);
-            if let Err(e) = line.and_then(|l| writeln!(log, "{l}")) {
+            if let Err(e) = line.and_then(|l| writeln!(log, "{l}").and_then(|()| log.flush())) {
                 self.log_error = Some(e);
             }
         }
@@ -852,5 +854,26 @@ mod tests {
         assert_eq!(significant(0.00900257), "0.00900257");
         assert_eq!(significant(123456.7), "123457");
         assert_eq!(significant(0.0), "0");
+    }
+
+    /// A long run's log is read while it runs (or after it was killed): every record must be in
+    /// the file as soon as it is logged, not only when the run finishes.
+    #[test]
+    fn every_log_record_is_in_the_file_before_the_run_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.log");
+        let log = BufWriter::new(File::create(&path).unwrap());
+        let mut progress = CliProgress::new(true, Some(log));
+        for epoch in 1..=3 {
+            progress.log_line(Ok(serde_json::json!({"epoch": epoch, "stage": "lsq"})));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), epoch, "{text:?}");
+            assert!(
+                text.ends_with(&format!("\"epoch\":{epoch},\"stage\":\"lsq\"}}\n")),
+                "{text:?}"
+            );
+        }
+        progress.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
     }
 }
