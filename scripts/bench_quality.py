@@ -334,39 +334,47 @@ def ratio_lines(items):
     return lines
 
 
+def in_table_order(results):
+    """Tables from the smallest to the largest, each by budget (then threads)."""
+    return sorted(results, key=lambda r: (r["n"], r["dataset"], r["bits"], r["threads"]))
+
+
 def summary(results):
-    """One line per method, one column per dataset and budget: MSE / nn@10 (bold: lowest MSE)."""
-    cols = [(r["dataset"], r["bits"]) for r in results]
-    by_col = {(r["dataset"], r["bits"]): r for r in results}
-    keys = []
-    for r in results:
-        for row in r["rows"]:
-            if row["key"] not in keys:
-                keys.append(row["key"])
-    out = ["| method | " + " | ".join(f"{by_col[c]['dataset']}, {c[1]} bits" for c in cols) + " |",
-           "|---|" + "---|" * len(cols)]
+    """One line per method, one column per table: MSE / nn@10 (bold: lowest MSE of the column).
+
+    Columns run from the smallest table to the largest, each by budget, whatever order the
+    tables were measured in; rows follow the bench's method order. MSE has four significant
+    digits, so the small errors of the large budgets stay apart."""
+    tables = in_table_order(results)
+    several = len({r["threads"] for r in tables}) > 1
+    order = KD_METHODS + FAISS_METHODS
+    keys = sorted({row["key"] for r in tables for row in r["rows"]},
+                  key=lambda k: order.index(k) if k in order else len(order))
+
+    def title(r):
+        return f"{r['dataset']}, {r['bits']} bits" + (f", {r['threads']} threads" if several
+                                                      else "")
+
+    out = ["| method | " + " | ".join(title(r) for r in tables) + " |",
+           "|---|" + "---|" * len(tables)]
     for key in keys:
         cells = []
-        for c in cols:
-            rows = by_col[c]["rows"]
-            row = next((x for x in rows if x["key"] == key), None)
+        for r in tables:
+            row = next((x for x in r["rows"] if x["key"] == key), None)
             if row is None:
                 cells.append("")
                 continue
-            best = min(x["mse"] for x in rows)
-            cell = f"{row['mse']:.3f} / {row['nn10']:.3f} ({row['seconds']:.0f} s)"
+            best = min(x["mse"] for x in r["rows"])
+            cell = f"{row['mse']:#.4g} / {row['nn10']:.3f} ({row['seconds']:.0f} s)"
             cells.append(f"**{cell}**" if row["mse"] == best else cell)
         out.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines = []
-    for c in cols:
-        for line in ratio_lines(by_col[c]["ratios"]):
-            lines.append(f"- {c[0]}, {c[1]} bits: {line}")
+    lines = [f"- {title(r)}: {line}" for r in tables for line in ratio_lines(r["ratios"])]
     return "\n".join(out) + "\n\n" + "\n".join(lines) + "\n"
 
 
 def markdown(results):
     out = ["MSE / nn@10 (seconds); bold: the lowest MSE of each column.\n", summary(results)]
-    for res in results:
+    for res in in_table_order(results):
         out.append(f"\n**{res['title']}, {res['bits']} bits per word** "
                    f"(original ws353 {res['original']['ws353']:.4f}, "
                    f"sl999 {res['original']['sl999']:.4f}; {res['threads']} threads)\n")
