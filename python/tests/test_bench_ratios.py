@@ -67,3 +67,14 @@ def test_conditioned_k32_runs_at_kd32s_shape():
         assert bench.kd_shape("kdc32", bits) == bench.kd_shape("kd32", bits)
     assert bench.kd_shape("kdc32", 160) == (32, 32)
     assert bench.method_label("kdc32", (32, 12)) == "kd conditioned K=32 D=12 (60 bits)"
+
+
+def test_only_the_kd_rows_are_judged_not_the_papers_methods_nor_faiss():
+    rows = [
+        row("kd256", "kdcompress", 64, 2.0, 0.50),
+        row("dccl", "kdcompress", 64, 4.0, 0.20),
+        row("dpq-vq", "kdcompress", 64, 3.5, 0.25),
+        row("rq5", "faiss", 64, 2.5, 0.45, seconds=5.0),
+    ]
+    assert [it["method"] for it in bench.ratios(rows)] == ["kd256 (64 bits)"]
+    assert set(bench.JUDGED) | set(bench.PAPER_METHODS) == set(bench.KD_METHODS)
