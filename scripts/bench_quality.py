@@ -57,6 +57,8 @@ JUDGED = ["kd256", "kdc256", "kdt256", "kd32", "kdc32"]
 PAPER_METHODS = ["dccl", "dpq-sx", "dpq-vq"]
 KD_METHODS = JUDGED + PAPER_METHODS
 FAISS_METHODS = ["pq", "opq", "rq5", "rq32", "lsq", "rq5-k32", "lsq-k32"]
+# Every method the bench knows, in the order its tables list them.
+METHODS = KD_METHODS + FAISS_METHODS
 DEFAULT_METHODS = "kd256,kdc256,kdt256,kd32,pq,opq,rq5,rq32,lsq,rq5-k32,lsq-k32"
 # The conditioned rows and the additive row of their K, the codes and tables they start from.
 CONDITIONED = {"kdc256": "kd256", "kdc32": "kd32"}
@@ -351,9 +353,7 @@ def summary(results):
     digits, so the small errors of the large budgets stay apart."""
     tables = in_table_order(results)
     several = len({r["threads"] for r in tables}) > 1
-    order = KD_METHODS + FAISS_METHODS
-    keys = sorted({row["key"] for r in tables for row in r["rows"]},
-                  key=lambda k: order.index(k) if k in order else len(order))
+    keys = sorted({row["key"] for r in tables for row in r["rows"]}, key=METHODS.index)
 
     def title(r):
         return f"{r['dataset']}, {r['bits']} bits" + (f", {r['threads']} threads" if several
@@ -415,7 +415,7 @@ def main():
     ap.add_argument("--budgets", "--bits", default="64,160,256",
                     help="bits per word, comma separated")
     ap.add_argument("--methods", default=DEFAULT_METHODS,
-                    help=f"any of {','.join(KD_METHODS + FAISS_METHODS)}")
+                    help=f"any of {','.join(METHODS)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for kdcompress and faiss alike (default: every core)")
     ap.add_argument("--faiss-train", type=int, default=100_000,
@@ -439,7 +439,7 @@ def main():
         print(markdown(json.loads(args.markdown.read_text())))
         return
     methods = csv(args.methods)
-    unknown = [m for m in methods if m not in KD_METHODS + FAISS_METHODS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown methods {unknown}")
     if any(m in KD_METHODS for m in methods) and not args.bin.exists():
@@ -541,7 +541,7 @@ def main():
                 ran = {r["key"] for r in rows}
                 rows += [row for key, row in earlier.items()
                          if key[:4] == here and key[4] not in ran]
-                rows.sort(key=lambda r: (KD_METHODS + FAISS_METHODS).index(r["key"]))
+                rows.sort(key=lambda r: METHODS.index(r["key"]))
                 res = {"dataset": data.name, "title": data.title, "n": len(data.x),
                        "dim": data.x.shape[1], "bits": bits, "threads": args.threads,
                        "rows": rows, "ratios": ratios(rows), "original": ref.orig_sim}

@@ -13,11 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import bench_quality as bench  # noqa: E402
-
-
-def row(key, family, bits, mse, nn10, seconds=10.0):
-    return {"key": key, "family": family, "code_bits": bits, "mse": mse, "nn10": nn10,
-            "seconds": seconds, "method": f"{key} ({bits} bits)"}
+from bench_rows import row  # noqa: E402
 
 
 def by_method(items):

@@ -8,12 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import bench_quality as bench  # noqa: E402
-
-
-def row(key, family, bits, mse, nn10, seconds=10.0):
-    return {"key": key, "family": family, "code_bits": bits, "mse": mse, "nn10": nn10,
-            "seconds": seconds, "method": f"{key} ({bits} bits)", "cosine": 0.9,
-            "ws353": 0.5, "ws353_delta": 0.0, "sl999": 0.3, "sl999_delta": 0.0}
+from bench_rows import row  # noqa: E402
 
 
 def table(dataset, n, bits, rows, threads=2):
