@@ -340,6 +340,11 @@ def ratio_lines(items):
     return lines
 
 
+def threads_phrase(n):
+    """'1 thread', '2 threads'."""
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
 def in_table_order(results):
     """Tables from the smallest to the largest, each by budget (then threads)."""
     return sorted(results, key=lambda r: (r["n"], r["dataset"], r["bits"], r["threads"]))
@@ -356,8 +361,8 @@ def summary(results):
     keys = sorted({row["key"] for r in tables for row in r["rows"]}, key=METHODS.index)
 
     def title(r):
-        return f"{r['dataset']}, {r['bits']} bits" + (f", {r['threads']} threads" if several
-                                                      else "")
+        text = f"{r['dataset']}, {r['bits']} bits"
+        return text + f", {threads_phrase(r['threads'])}" if several else text
 
     out = ["| method | " + " | ".join(title(r) for r in tables) + " |",
            "|---|" + "---|" * len(tables)]
@@ -381,7 +386,7 @@ def markdown(results):
     for res in in_table_order(results):
         out.append(f"\n**{res['title']}, {res['bits']} bits per word** "
                    f"(original ws353 {res['original']['ws353']:.4f}, "
-                   f"sl999 {res['original']['sl999']:.4f}; {res['threads']} threads)\n")
+                   f"sl999 {res['original']['sl999']:.4f}; {threads_phrase(res['threads'])})\n")
         out.append("| method | bits/word (all) | MSE | mean cos | nn@10 | ws353 (Δ) | sl999 (Δ) "
                    "| seconds |")
         out.append("|---|---|---|---|---|---|---|---|")
@@ -479,7 +484,7 @@ def main():
             ref = Reference(data.words, data.x, args.data)
             print(f"\n== {data.title}; original ws353 {ref.orig_sim['ws353']:.4f} "
                   f"({ref.pairs['ws353']} pairs), sl999 {ref.orig_sim['sl999']:.4f} "
-                  f"({ref.pairs['sl999']} pairs); {args.threads} threads", flush=True)
+                  f"({ref.pairs['sl999']} pairs); {threads_phrase(args.threads)}", flush=True)
             for bits in csv(args.budgets, int):
                 rows = []
                 # kd in faiss RQ's time runs last, given the rq5 row's seconds.

@@ -70,5 +70,13 @@ def test_one_table_at_two_thread_counts_gets_two_columns():
     one = table("glove-20k", 20_000, 64, [row("kd256", "kdcompress", 64, 1.35, 0.68)], threads=1)
     two = table("glove-20k", 20_000, 64, [row("kd256", "kdcompress", 64, 1.40, 0.67)], threads=2)
     cells = grid(bench.summary([two, one]))
-    assert cells[0][1:] == ["glove-20k, 64 bits, 1 threads", "glove-20k, 64 bits, 2 threads"]
+    assert cells[0][1:] == ["glove-20k, 64 bits, 1 thread", "glove-20k, 64 bits, 2 threads"]
     assert cells[1][1].startswith("**1.350") and cells[1][2].startswith("**1.400")
+
+
+def test_thread_counts_read_as_english_in_titles_and_sections():
+    assert [bench.threads_phrase(n) for n in (1, 2, 16)] == ["1 thread", "2 threads", "16 threads"]
+    one = table("glove-20k", 20_000, 64, [row("kd256", "kdcompress", 64, 1.35, 0.68)], threads=1)
+    one.update(title="GloVe 6B 50d, first 20,000 words", original={"ws353": 0.5, "sl999": 0.3})
+    text = bench.markdown([one])
+    assert "sl999 0.3000; 1 thread)" in text and "1 threads" not in text
